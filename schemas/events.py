@@ -1,0 +1,149 @@
+"""The event catalogue: facts in the past tense, one tagged union, wrapped in an envelope.
+
+Decisions (`decide`) return bare event payloads; the shell that appends them wraps each in an
+`Envelope` with its id, time and actor. That keeps the deciding code free of clocks and identities.
+Adding an event type is backwards compatible: older readers count it as unknown and skip it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.base import Wire
+from schemas.node import NodeDescription, NodeSpec
+from schemas.service import ServiceSpec, UpdateStatus
+from schemas.task import Task, TaskState, TaskStatus
+
+SCHEMA_VERSION = 1
+
+
+class Event(Wire, frozen=True, tag_field="Type", tag=True):
+    """Base of every event payload; the tag is the class name."""
+
+
+class ClusterCreated(Event, frozen=True):
+    cluster_id: str = msgspec.field(name="ClusterID")
+    worker_token: str = ""
+    manager_token: str = ""
+
+
+class JoinTokenRotated(Event, frozen=True):
+    role: str
+    token: str
+
+
+class NodeJoined(Event, frozen=True):
+    node_id: str = msgspec.field(name="NodeID")
+    spec: NodeSpec
+    description: NodeDescription
+    addr: str = ""
+
+
+class NodeRejoined(Event, frozen=True):
+    """An agent with a known node id started again; its description may have changed."""
+
+    node_id: str = msgspec.field(name="NodeID")
+    description: NodeDescription
+    addr: str = ""
+
+
+class NodeUpdated(Event, frozen=True):
+    node_id: str = msgspec.field(name="NodeID")
+    spec: NodeSpec
+
+
+class NodeStatusChanged(Event, frozen=True):
+    node_id: str = msgspec.field(name="NodeID")
+    state: str
+    message: str = ""
+
+
+class NodeRemoved(Event, frozen=True):
+    node_id: str = msgspec.field(name="NodeID")
+
+
+class ServiceCreated(Event, frozen=True):
+    service_id: str = msgspec.field(name="ServiceID")
+    spec: ServiceSpec
+
+
+class ServiceUpdated(Event, frozen=True):
+    """A new spec. `Rollback` marks `rollback=previous`: the previous spec came back."""
+
+    service_id: str = msgspec.field(name="ServiceID")
+    spec: ServiceSpec
+    rollback: bool = False
+
+
+class ServiceRemoved(Event, frozen=True):
+    service_id: str = msgspec.field(name="ServiceID")
+
+
+class UpdateStatusChanged(Event, frozen=True):
+    service_id: str = msgspec.field(name="ServiceID")
+    update_status: UpdateStatus | None
+
+
+class TaskCreated(Event, frozen=True):
+    task: Task
+
+
+class TaskAssigned(Event, frozen=True):
+    """The scheduler bound a task to a node.
+
+    It carries the whole task so the agent, which follows only its node's subjects and never saw
+    the `TaskCreated` written under `_`, has everything it needs to run it.
+    """
+
+    task: Task
+    node_id: str = msgspec.field(name="NodeID")
+
+
+class TaskPending(Event, frozen=True):
+    task_id: str = msgspec.field(name="TaskID")
+    err: str
+
+
+class TaskDesiredStateChanged(Event, frozen=True):
+    task_id: str = msgspec.field(name="TaskID")
+    desired_state: TaskState
+
+
+class TaskStatusChanged(Event, frozen=True):
+    task_id: str = msgspec.field(name="TaskID")
+    status: TaskStatus
+
+
+class TaskRemoved(Event, frozen=True):
+    task_id: str = msgspec.field(name="TaskID")
+
+
+AnyEvent = (
+    ClusterCreated
+    | JoinTokenRotated
+    | NodeJoined
+    | NodeRejoined
+    | NodeUpdated
+    | NodeStatusChanged
+    | NodeRemoved
+    | ServiceCreated
+    | ServiceUpdated
+    | ServiceRemoved
+    | UpdateStatusChanged
+    | TaskCreated
+    | TaskAssigned
+    | TaskPending
+    | TaskDesiredStateChanged
+    | TaskStatusChanged
+    | TaskRemoved
+)
+
+
+class Envelope(Wire, frozen=True):
+    """One entry of the log: who did what, when. `Id` is also the `Nats-Msg-Id` (de-duplication)."""
+
+    id: str = msgspec.field(name="ID")
+    time: str
+    actor: str
+    event: AnyEvent
+    schema: int = SCHEMA_VERSION

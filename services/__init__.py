@@ -1,0 +1,1 @@
+"""Shoal's processes. `kernel` is what they share; no service imports another."""

@@ -1,0 +1,75 @@
+"""The event log seam: one small protocol, a JetStream implementation and an in-memory one.
+
+Everything above it (projections, writers, the deciding loops) is written against `EventLog`, so
+the same contract tests run against both implementations and the core is tested without sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One entry to append. With `expect_seq` set it is a compare-and-set: it is stored only if the
+    last entry on `expect_subject` (a filter, default the subject itself) has that sequence (0 = none)."""
+
+    subject: str
+    data: bytes
+    msg_id: str
+    expect_seq: int | None = None
+    expect_subject: str | None = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A compare-and-set lost: the writer's view was stale. Catch up, decide again, retry."""
+
+    subject: str
+    last_seq: int
+
+
+AppendResult = int | Conflict
+"""The stream sequence of the stored entry, or the conflict that kept it out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    pending: int
+    """How many entries matching the follower's filter come after this one (0 = caught up)."""
+
+
+OnEntry = Callable[[Entry], Awaitable[None] | None]
+
+
+class Following(Protocol):
+    async def stop(self) -> None: ...
+
+
+class LogUnavailable(Exception):
+    """The log cannot take writes right now (no quorum, server gone). Retry later."""
+
+
+class EventLog(Protocol):
+    async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
+        """Append all entries pipelined; results in the same order."""
+        ...
+
+    async def last_seq(self, filter_subject: str | None = None) -> int:
+        """The last sequence in the stream, or of the entries matching a filter (0 if none)."""
+        ...
+
+    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
+        """Deliver every entry matching the filter from `start_seq` on, in order, then follow live."""
+        ...
+
+    async def get(self, seq: int) -> Entry | None:
+        """One entry by sequence (None if there is none)."""
+        ...

@@ -1,0 +1,176 @@
+"""`EventLog` on NATS JetStream: one immutable stream, pipelined compare-and-set appends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from services.kernel.eventlog import Append, AppendResult, Conflict, Entry, Following, LogUnavailable, OnEntry
+from services.kernel.subjects import ALL
+
+log = logging.getLogger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071
+MIN_API_LEVEL = 2
+"""nats-server >= 2.12: older servers silently ignore the wildcard compare-and-set header."""
+
+_MAX_TRIES = 5
+
+
+class ServerTooOld(RuntimeError):
+    pass
+
+
+async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_window_s: float = 120) -> None:
+    """Create the stream if missing; refuse servers too old for the compare-and-set rules we rely on."""
+    info = json.loads((await nc.request("$JS.API.INFO", b"", timeout=5)).data)
+    level = int(info.get("api", {}).get("level", 0))
+    if level < MIN_API_LEVEL:
+        raise ServerTooOld(f"nats-server JetStream API level {level} < {MIN_API_LEVEL}: use nats-server >= 2.12")
+    js = nc.jetstream()
+    config = api.StreamConfig(
+        name=name,
+        subjects=[ALL],
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        deny_delete=True,
+        deny_purge=True,
+        duplicate_window=duplicate_window_s,
+        allow_direct=True,
+    )
+    try:
+        await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(config)
+        log.info("stream created", extra={"stream": name, "replicas": replicas})
+
+
+def _parse_reply(reply: str) -> tuple[int, int]:
+    """(stream sequence, pending) from a `$JS.ACK` reply subject, without nats-py's slow metadata."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    return int(tokens[7]), int(tokens[10])
+
+
+class _Following:
+    def __init__(self, sub: Any) -> None:
+        self.sub = sub
+
+    async def stop(self) -> None:
+        try:
+            await self.sub.unsubscribe()
+        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+            pass
+
+
+class JetStreamLog:
+    def __init__(self, nc: Client, stream: str, ack_timeout: float = 5.0, max_pending: int = 1000) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.js = nc.jetstream(publish_async_max_pending=max_pending)
+        self.ack_timeout = ack_timeout
+
+    async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
+        futures = [await self._publish(a) for a in batch]
+        return list(await asyncio.gather(*(self._settle(a, f) for a, f in zip(batch, futures, strict=True))))
+
+    async def _publish(self, a: Append) -> asyncio.Future[api.PubAck]:
+        headers = {"Nats-Msg-Id": a.msg_id, **(a.headers or {})}
+        if a.expect_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expect_seq)
+            if a.expect_subject:
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = a.expect_subject
+        try:
+            return await self.js.publish_async(a.subject, a.data, headers=headers, wait_stall=self.ack_timeout)
+        except (nats.errors.ConnectionClosedError, nats.js.errors.TooManyStalledMsgsError) as e:
+            raise LogUnavailable(str(e)) from e
+
+    async def _settle(self, a: Append, future: asyncio.Future[api.PubAck]) -> AppendResult:
+        """Wait for the ack; on a time-out re-send the same entry (same Msg-Id, so never twice)."""
+        retried = False
+        for attempt in range(_MAX_TRIES):
+            try:
+                ack = await asyncio.wait_for(future, self.ack_timeout)
+                return int(ack.seq)
+            except nats.js.errors.APIError as e:
+                if e.err_code != WRONG_LAST_SEQUENCE:
+                    raise LogUnavailable(f"append to {a.subject} refused: {e.description}") from e
+                last = _last_seq_from(e.description)
+                if retried and await self._is_mine(last, a.msg_id):
+                    return last
+                return Conflict(a.subject, last)
+            except (TimeoutError, nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+                if attempt + 1 == _MAX_TRIES:
+                    break
+                retried = True
+                await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+                future = await self._publish(a)
+        raise LogUnavailable(f"no acknowledgement for {a.subject} after {_MAX_TRIES} tries")
+
+    async def _is_mine(self, seq: int, msg_id: str) -> bool:
+        """After a retry a conflict may be our own first attempt, stored before the time-out."""
+        entry = await self.get(seq)
+        return entry is not None and (entry.headers or {}).get("Nats-Msg-Id") == msg_id
+
+    async def last_seq(self, filter_subject: str | None = None) -> int:
+        if filter_subject is None:
+            info = await self.js.stream_info(self.stream)
+            return int(info.state.last_seq)
+        try:
+            msg = await self.js.get_last_msg(self.stream, filter_subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
+        async def deliver(msg: Msg) -> None:
+            seq, pending = _parse_reply(msg.reply)
+            result = on_entry(Entry(seq=seq, subject=msg.subject, data=msg.data, headers=msg.headers,
+                                    pending=pending))
+            if result is not None:
+                await result
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)
+        )
+        sub = await self.js.subscribe(
+            filter_subject, cb=deliver, ordered_consumer=True, config=config, stream=self.stream
+        )
+        return _Following(sub)
+
+    async def get(self, seq: int) -> Entry | None:
+        try:
+            msg = await self.js.get_msg(self.stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        return Entry(seq=seq, subject=msg.subject or "", data=msg.data or b"", headers=msg.headers, pending=0)
+
+
+def _last_seq_from(description: str | None) -> int:
+    """The server says `wrong last sequence: N`; N is the entity's current last sequence."""
+    try:
+        return int((description or "").rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+async def connect(servers: list[str], name: str) -> Client:
+    """Connect with unbounded reconnects: a manager process outlives any one NATS server."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats error", extra={"error": str(e)})
+
+    return await nats.connect(
+        servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error
+    )

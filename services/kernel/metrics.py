@@ -1,0 +1,81 @@
+"""Prometheus metrics shared by every process, and the collector that reads a projection at scrape time.
+
+Counting inside the fold would put a label lookup on the hottest path; instead the fold keeps plain
+counters and this collector turns them (and the state) into metrics only when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from services.kernel.projection import Projection
+
+EVENTS_APPENDED = Counter("shoal_events_appended_total", "Events this process appended to the log", ["event"])
+APPEND_CONFLICTS = Counter(
+    "shoal_append_conflicts_total", "Compare-and-set appends refused as stale (JetStream 10071)", ["writer", "event"]
+)
+RECONCILE_SECONDS = Histogram(
+    "shoal_reconcile_duration_seconds", "Time for one decide-and-append pass", ["loop"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LEADER = Gauge("shoal_leader", "1 while this process leads the loop", ["loop"])
+NATS_RECONNECTS = Counter("shoal_nats_reconnects_total", "Reconnections to a NATS server")
+
+
+class ProjectionCollector(Collector):
+    def __init__(self, projection: Projection) -> None:
+        self.projection = projection
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        p = self.projection
+        state = p.state
+        applied = CounterMetricFamily("shoal_events_applied", "Events folded into the projection", labels=["event"])
+        for name, n in state.stats.applied.items():
+            applied.add_metric([name], n)
+        yield applied
+        ignored = CounterMetricFamily(
+            "shoal_events_ignored", "Events the fold ignored (backwards or unknown object)", labels=["event"]
+        )
+        for name, n in state.stats.ignored.items():
+            ignored.add_metric([name], n)
+        yield ignored
+        yield CounterMetricFamily("shoal_events_skipped", "Corrupt or unknown entries skipped", value=state.stats.skipped)
+        yield GaugeMetricFamily("shoal_projection_seq", "Last log sequence applied", value=state.seq)
+        yield GaugeMetricFamily("shoal_projection_lag_events", "Entries in the log not yet applied", value=p.pending)
+        tasks = GaugeMetricFamily("shoal_tasks", "Tasks by observed and desired state", labels=["state", "desired"])
+        for (observed, desired), n in Tally((t.status.state.value, t.desired_state.value)
+                                            for t in state.tasks.values()).items():
+            tasks.add_metric([observed, desired], n)
+        yield tasks
+        nodes = GaugeMetricFamily("shoal_nodes", "Nodes by state, availability and role",
+                                  labels=["state", "availability", "role"])
+        for key, n in Tally((n.status.state, n.spec.availability, n.spec.role) for n in state.nodes.values()).items():
+            nodes.add_metric(list(key), n)
+        yield nodes
+        yield GaugeMetricFamily("shoal_services", "Services", value=len(state.services))
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve_metrics(addr: str) -> tuple[web.AppRunner, str]:
+    """Serve /metrics on `host:port` inside the event loop (the collector reads live state, so no thread)."""
+    host, _, port = addr.rpartition(":")
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname() if sockets else (host, port)
+    return runner, f"{bound[0]}:{bound[1]}"

@@ -1,0 +1,106 @@
+"""What every Shoal process does before and after its own job.
+
+Parse flags, set up logs and traces, serve metrics, connect to NATS (waiting for it), make sure the
+stream exists, run the service until SIGTERM/SIGINT, then shut down cleanly. A service supplies
+only its flags and one coroutine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client
+
+from services.kernel import logs, tracing
+from services.kernel.config import Common, add_common
+from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.metrics import NATS_RECONNECTS, serve_metrics
+from services.kernel.snapshot import ObjectStoreSnapshots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    name: str
+    common: Common
+    nc: Client
+    log: JetStreamLog
+    snapshots: ObjectStoreSnapshots
+    metrics_addr: str
+
+
+Service = Callable[[Runtime, argparse.Namespace], Awaitable[None]]
+
+
+def run(name: str, service: Service, add_args: Callable[[argparse.ArgumentParser], None],
+        argv: Sequence[str] | None = None, description: str = "") -> None:
+    parser = argparse.ArgumentParser(prog=f"shoal {name}", description=description)
+    add_common(parser)
+    add_args(parser)
+    args = parser.parse_args(argv)
+    common = Common.from_args(args)
+    logs.setup(name, common.log_level)
+    tracing.setup(name)
+    try:
+        asyncio.run(_main(name, common, service, args))
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        log.exception("process failed")
+        sys.exit(1)
+
+
+async def _main(name: str, common: Common, service: Service, args: argparse.Namespace) -> None:
+    runner, metrics_addr = await serve_metrics(common.metrics_addr)
+    log.info("metrics listening", extra={"addr": metrics_addr})
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    nc = await _connect(common.servers, name)
+    try:
+        await ensure_stream(nc, common.stream, common.replicas)
+        rt = Runtime(name=name, common=common, nc=nc, log=JetStreamLog(nc, common.stream),
+                     snapshots=ObjectStoreSnapshots(nc.jetstream(), common.replicas), metrics_addr=metrics_addr)
+        await service(rt, args)
+    except asyncio.CancelledError:
+        log.info("stopping")
+    finally:
+        await _close(nc)
+        await runner.cleanup()
+
+
+async def _connect(servers: list[str], name: str) -> Client:
+    """Wait for NATS instead of failing: under `shoal up` a process may start before its server."""
+    delay = 0.1
+    while True:
+        try:
+            nc = await connect(servers, name)
+        except (OSError, nats.errors.NoServersError, TimeoutError) as e:
+            log.warning("waiting for NATS", extra={"servers": servers, "error": str(e)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        nc._reconnected_cb = _on_reconnect  # nats-py offers no setter after connect
+        return nc
+
+
+async def _on_reconnect() -> None:
+    NATS_RECONNECTS.inc()
+    log.info("reconnected to NATS")
+
+
+async def _close(nc: Client) -> None:
+    try:
+        await asyncio.wait_for(nc.drain(), 2)
+    except (TimeoutError, nats.errors.ConnectionClosedError, asyncio.CancelledError):
+        await nc.close()

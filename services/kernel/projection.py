@@ -1,0 +1,146 @@
+"""A projection: a `ClusterState` kept current by following the log.
+
+Every process owns one. Start-up is snapshot + tail; `start()` returns once the projection has
+caught up with the log as it was at start, so nobody decides on a stale view. `wait_for(seq)` is
+read-your-writes: after appending, wait until the fold has applied that sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from schemas.codec import decode
+from services.kernel import snapshot
+from services.kernel.eventlog import Entry, EventLog, Following
+from services.kernel.fold import apply
+from services.kernel.ids import parse_ns
+from services.kernel.snapshot import SnapshotStore
+from services.kernel.state import ClusterState
+from services.kernel.subjects import ALL
+
+log = logging.getLogger(__name__)
+
+
+class Projection:
+    def __init__(
+        self,
+        eventlog: EventLog,
+        *,
+        filter_subject: str = ALL,
+        snapshots: SnapshotStore | None = None,
+        snapshot_name: str = "",
+        snapshot_every: int = 10_000,
+        track_changes: bool = False,
+    ) -> None:
+        self.log = eventlog
+        self.filter = filter_subject
+        self.snapshots = snapshots
+        self.snapshot_name = snapshot_name
+        self.snapshot_every = snapshot_every
+        self.state = ClusterState()
+        self.state.track_changes = track_changes
+        self.pending = 0
+        self.last_event_ns = 0
+        self.updated = asyncio.Event()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_count = 0
+        self._following: Following | None = None
+        self._since_snapshot = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[int, msgspec.Struct], None]] = []
+
+    async def start(self) -> None:
+        if self.snapshots is not None and self.snapshot_name:
+            await self._restore()
+        target = await self.log.last_seq(None if self.filter == ALL else self.filter)
+        self._following = await self.log.follow(self.filter, self.state.seq + 1, self._on_entry)
+        await self.wait_for(target)
+        log.info("projection caught up", extra={"seq": self.state.seq, "filter": self.filter})
+
+    async def _restore(self) -> None:
+        assert self.snapshots is not None
+        started = time.perf_counter()
+        data = await self.snapshots.load(self.snapshot_name)
+        if data is None:
+            return
+        try:
+            restored = snapshot.restore(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("snapshot unreadable, replaying from the start", extra={"error": str(e)})
+            return
+        restored.track_changes = self.state.track_changes
+        self.state = restored
+        log.info("snapshot loaded", extra={"seq": restored.seq, "seconds": time.perf_counter() - started})
+
+    def _on_entry(self, entry: Entry) -> None:
+        state = self.state
+        self.pending = entry.pending
+        if entry.seq <= state.seq:
+            return
+        try:
+            env = decode(entry.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            state.seq = entry.seq
+            state.stats.skipped += 1
+            log.warning("skipped unreadable entry", extra={"seq": entry.seq, "subject": entry.subject})
+        else:
+            apply(state, entry.seq, env)
+            for listener in self.listeners:
+                listener(entry.seq, env)
+            try:
+                self.last_event_ns = parse_ns(env.time)
+            except ValueError:
+                pass
+        self.updated.set()
+        self._wake(entry.seq)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every and self.snapshots is not None and self.snapshot_name:
+            self._snapshot_soon()
+
+    def _wake(self, seq: int) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= seq:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for(self, seq: int, timeout: float | None = None) -> None:
+        """Return once the fold has applied `seq` (at once if it already has)."""
+        if seq <= self.state.seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_count += 1
+        heapq.heappush(self._waiters, (seq, self._waiter_count, fut))
+        await asyncio.wait_for(fut, timeout)
+
+    def _snapshot_soon(self) -> None:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return
+        self._since_snapshot = 0
+        data = snapshot.take(self.state)
+        self._snapshot_task = asyncio.get_running_loop().create_task(self._save(data, self.state.seq))
+
+    async def _save(self, data: bytes, seq: int) -> None:
+        assert self.snapshots is not None
+        try:
+            await self.snapshots.save(self.snapshot_name, data)
+            log.info("snapshot written", extra={"seq": seq, "bytes": len(data)})
+        except Exception as e:  # a failed snapshot only costs start-up time later
+            log.warning("snapshot failed", extra={"error": str(e)})
+
+    async def save_snapshot(self) -> None:
+        """Write a snapshot now (on clean shutdown), so the next start replays almost nothing."""
+        if self.snapshots is not None and self.snapshot_name:
+            await self._save(snapshot.take(self.state), self.state.seq)
+
+    async def stop(self) -> None:
+        if self._following is not None:
+            await self._following.stop()
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()

@@ -1,0 +1,113 @@
+"""Snapshots of a projection, so start-up time depends on the cluster's size, not the log's age.
+
+A snapshot holds the objects and the sequence they cover; indexes are rebuilt on load. Start-up
+is then: newest snapshot + the tail of the log after its sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import msgspec
+import nats.js.errors
+from nats.js.client import JetStreamContext
+
+from schemas.node import Node
+from schemas.service import Service
+from schemas.task import Task
+from services.kernel.state import Cluster, ClusterState
+
+log = logging.getLogger(__name__)
+
+BUCKET = "SHOAL_SNAPSHOTS"
+
+
+class Snapshot(msgspec.Struct):
+    seq: int
+    cluster: Cluster | None
+    services: list[Service]
+    nodes: list[Node]
+    tasks: list[Task]
+    last_service_spec_seq: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def take(state: ClusterState) -> bytes:
+    return _encoder.encode(
+        Snapshot(
+            seq=state.seq,
+            cluster=state.cluster,
+            services=list(state.services.values()),
+            nodes=list(state.nodes.values()),
+            tasks=list(state.tasks.values()),
+            last_service_spec_seq=state.last_service_spec_seq,
+        )
+    )
+
+
+def restore(data: bytes) -> ClusterState:
+    snap = _decoder.decode(data)
+    state = ClusterState()
+    state.seq = snap.seq
+    state.cluster = snap.cluster
+    state.services = {s.id: s for s in snap.services}
+    state.service_by_name = {s.spec.name: s.id for s in snap.services}
+    state.nodes = {n.id: n for n in snap.nodes}
+    state.tasks = {t.id: t for t in snap.tasks}
+    for task in snap.tasks:
+        state.index_task(task)
+    state.last_service_spec_seq = snap.last_service_spec_seq
+    return state
+
+
+class SnapshotStore(Protocol):
+    async def save(self, name: str, data: bytes) -> None: ...
+
+    async def load(self, name: str) -> bytes | None: ...
+
+
+class MemorySnapshots:
+    def __init__(self) -> None:
+        self.saved: dict[str, bytes] = {}
+
+    async def save(self, name: str, data: bytes) -> None:
+        self.saved[name] = data
+
+    async def load(self, name: str) -> bytes | None:
+        return self.saved.get(name)
+
+
+class ObjectStoreSnapshots:
+    """Snapshots in a JetStream object store, one object per projection name (newest wins)."""
+
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
+        self.js = js
+        self.replicas = replicas
+        self._store: object | None = None
+
+    async def _obs(self) -> object:
+        if self._store is None:
+            try:
+                self._store = await self.js.object_store(BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._store = await self.js.create_object_store(
+                    BUCKET, config=nats.js.api.ObjectStoreConfig(bucket=BUCKET, replicas=self.replicas)
+                )
+        return self._store
+
+    async def save(self, name: str, data: bytes) -> None:
+        obs = await self._obs()
+        await obs.put(name, data)  # type: ignore[attr-defined]
+
+    async def load(self, name: str) -> bytes | None:
+        obs = await self._obs()
+        try:
+            result = await obs.get(name)  # type: ignore[attr-defined]
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        data: bytes = result.data
+        return data

@@ -1,0 +1,68 @@
+"""Subject naming for the event log.
+
+Subjects carry the entity so consumers filter cheaply and compare-and-set works per entity. Each
+writer has its own leaf under an entity, so a compare-and-set conflict means a real race:
+
+    shoal.evt.cluster
+    shoal.evt.node.<node>.{agent,spec,status}
+    shoal.evt.service.<service>.{spec,update}
+    shoal.evt.task.<node or _>.<task>.{desired,placement,status}
+"""
+
+from __future__ import annotations
+
+PREFIX = "shoal.evt"
+ALL = f"{PREFIX}.>"
+CLUSTER = f"{PREFIX}.cluster"
+UNASSIGNED = "_"
+
+
+def node(node_id: str, leaf: str) -> str:
+    return f"{PREFIX}.node.{node_id}.{leaf}"
+
+
+def node_all(node_id: str) -> str:
+    return f"{PREFIX}.node.{node_id}.>"
+
+
+def service(service_id: str, leaf: str) -> str:
+    return f"{PREFIX}.service.{service_id}.{leaf}"
+
+
+def service_all(service_id: str) -> str:
+    return f"{PREFIX}.service.{service_id}.>"
+
+
+SERVICE_SPECS = f"{PREFIX}.service.*.spec"
+"""Every service's spec leaf: creates and renames compare-and-set against all of them (unique names)."""
+
+
+def task(node_id: str, task_id: str, leaf: str) -> str:
+    return f"{PREFIX}.task.{node_id or UNASSIGNED}.{task_id}.{leaf}"
+
+
+def task_all(task_id: str) -> str:
+    """All of a task's subjects, wherever it is assigned: the compare-and-set scope for a task."""
+    return f"{PREFIX}.task.*.{task_id}.>"
+
+
+def node_tasks(node_id: str) -> str:
+    """What an agent follows: only its own node's tasks."""
+    return f"{PREFIX}.task.{node_id}.>"
+
+
+def heartbeat(node_id: str) -> str:
+    """Heartbeats travel on core NATS, never in the log."""
+    return f"shoal.hb.{node_id}"
+
+
+def matches(filter_subject: str, subject: str) -> bool:
+    """NATS wildcard matching: `*` is one token, a final `>` is one or more."""
+    f = filter_subject.split(".")
+    s = subject.split(".")
+    for i, tok in enumerate(f):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(f) == len(s)

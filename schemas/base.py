@@ -14,6 +14,10 @@ class Wire(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True):
     """Base for Docker-shaped objects: PascalCase on the wire, absent fields left out."""
 
 
+class Fact(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True, frozen=True):
+    """Base for immutable records on the wire: events and the values inside them that never change."""
+
+
 class Record(Wire, omit_defaults=False):
     """Base for the objects clients read back (services, tasks, nodes): every field is sent.
 
@@ -22,7 +26,7 @@ class Record(Wire, omit_defaults=False):
     """
 
 
-class Version(Record, frozen=True):
+class Version(msgspec.Struct, rename="pascal", frozen=True):
     """An object's version: the stream sequence of the last event that changed it."""
 
     index: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.base import Wire
+from schemas.base import Fact
 from schemas.node import NodeDescription, NodeSpec
 from schemas.service import ServiceSpec, UpdateStatus
 from schemas.task import Task, TaskState, TaskStatus
@@ -17,7 +17,7 @@ from schemas.task import Task, TaskState, TaskStatus
 SCHEMA_VERSION = 1
 
 
-class Event(Wire, frozen=True, tag_field="Type", tag=True):
+class Event(Fact, frozen=True, tag_field="Type", tag=True):
     """Base of every event payload; the tag is the class name."""
 
 
@@ -139,7 +139,7 @@ AnyEvent = (
 )
 
 
-class Envelope(Wire, frozen=True):
+class Envelope(Fact, frozen=True):
     """One entry of the log: who did what, when. `Id` is also the `Nats-Msg-Id` (de-duplication)."""
 
     id: str = msgspec.field(name="ID")

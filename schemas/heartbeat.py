@@ -3,10 +3,10 @@ one is harmless, and a log entry per node per second would drown the facts that 
 
 from __future__ import annotations
 
-from schemas.base import Wire
+from schemas.base import Fact
 
 
-class Heartbeat(Wire, frozen=True):
+class Heartbeat(Fact, frozen=True):
     """One agent process's sign of life, for every node it hosts (a `sim` agent hosts many)."""
 
     nodes: list[str]

@@ -4,6 +4,7 @@ temporary store, stopped afterwards. Shipped as a helper so users of Shoal can t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -47,38 +48,39 @@ class NatsServer:
 
 @contextlib.contextmanager
 def nats_server(store: Path | None = None, port: int | None = None) -> Iterator[NatsServer]:
-    port = port or free_port()
-    tmp = None
-    if store is None:
-        tmp = tempfile.mkdtemp(prefix="shoal-nats-")
-        store = Path(tmp)
+    """Start a server; with no `port` the server picks a free one itself and reports it in a ports
+    file, so tests running in parallel never race for the same port (a probe-then-bind would)."""
+    tmp = tempfile.mkdtemp(prefix="shoal-nats-")
+    store = store or Path(tmp) / "store"
     proc = subprocess.Popen(
-        [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port or -1), "-sd", str(store),
+         "--ports_file_dir", tmp],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_listening(port, proc)
-        yield NatsServer(url=f"nats://127.0.0.1:{port}", port=port, store=store, process=proc)
+        url = _wait_for_ports_file(Path(tmp) / f"nats-server_{proc.pid}.ports", proc)
+        yield NatsServer(url=url, port=int(url.rsplit(":", 1)[1]), store=store, process=proc)
     finally:
         proc.terminate()
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def _wait_for_ports_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"nats-server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+            url: str = json.loads(path.read_text())["nats"][0]
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 0.2):
+                return url
         time.sleep(0.05)
-    raise RuntimeError(f"nats-server did not listen on {port} within {timeout}s")
+    raise RuntimeError(f"nats-server did not report a listening port within {timeout}s")
 
 
 def child_env(**extra: str) -> dict[str, str]:

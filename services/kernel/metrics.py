@@ -47,7 +47,8 @@ class ProjectionCollector(Collector):
         for name, n in state.stats.ignored.items():
             ignored.add_metric([name], n)
         yield ignored
-        yield CounterMetricFamily("shoal_events_skipped", "Corrupt or unknown entries skipped", value=state.stats.skipped)
+        yield CounterMetricFamily("shoal_events_skipped", "Corrupt or unknown entries skipped",
+                                  value=state.stats.skipped)
         yield GaugeMetricFamily("shoal_projection_seq", "Last log sequence applied", value=state.seq)
         yield GaugeMetricFamily("shoal_projection_lag_events", "Entries in the log not yet applied", value=p.pending)
         tasks = GaugeMetricFamily("shoal_tasks", "Tasks by observed and desired state", labels=["state", "desired"])
@@ -76,6 +77,5 @@ async def serve_metrics(addr: str) -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname() if sockets else (host, port)
+    bound = runner.addresses[0] if runner.addresses else (host, port)
     return runner, f"{bound[0]}:{bound[1]}"

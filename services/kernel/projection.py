@@ -8,6 +8,7 @@ read-your-writes: after appending, wait until the fold has applied that sequence
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -93,10 +94,8 @@ class Projection:
             apply(state, entry.seq, env)
             for listener in self.listeners:
                 listener(entry.seq, env)
-            try:
+            with contextlib.suppress(ValueError):
                 self.last_event_ns = parse_ns(env.time)
-            except ValueError:
-                pass
         self.updated.set()
         self._wake(entry.seq)
         self._since_snapshot += 1
@@ -110,14 +109,14 @@ class Projection:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait_for(self, seq: int, timeout: float | None = None) -> None:
-        """Return once the fold has applied `seq` (at once if it already has)."""
+    async def wait_for(self, seq: int) -> None:
+        """Return once the fold has applied `seq` (at once if it already has); callers bound the wait."""
         if seq <= self.state.seq:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiter_count += 1
         heapq.heappush(self._waiters, (seq, self._waiter_count, fut))
-        await asyncio.wait_for(fut, timeout)
+        await fut
 
     def _snapshot_soon(self) -> None:
         if self._snapshot_task is not None and not self._snapshot_task.done():

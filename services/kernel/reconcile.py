@@ -1,0 +1,208 @@
+"""The decide-append loop that every deciding process (orchestrator, scheduler) runs.
+
+A pure `decide` proposes events from the projection; this shell appends them as one pipelined batch,
+then waits until its own projection has applied them before deciding again. Deciding twice on a view
+that misses one's own writes is how duplicate tasks are born, so the wait is never skipped.
+
+Work is proportional to what changed: the fold marks the services and nodes each event touched, and
+a pass decides for those only. The first pass, after the projection has caught up, covers everything
+so whatever a previous leader missed is done now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.kernel.eventlog import AppendResult, Conflict, LogUnavailable
+from services.kernel.metrics import RECONCILE_SECONDS
+from services.kernel.projection import Projection
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent, Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Timer:
+    """Decide again at `at_ns` (wall clock) for this service and/or node even if nothing else changes:
+    restart delays and heartbeat deadlines are the passage of time, which no event announces."""
+
+    at_ns: int
+    service_id: str = ""
+    node_id: str = ""
+
+
+@dataclass(slots=True)
+class Decision:
+    intents: list[Intent] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+
+    def extend(self, other: Decision) -> None:
+        self.intents.extend(other.intents)
+        self.timers.extend(other.timers)
+
+
+Decide = Callable[[ClusterState, set[str], set[str], int], Decision]
+"""`decide(state, touched_services, touched_nodes, now_ns)`: pure, no I/O, never raises on odd state."""
+
+AfterAppend = Callable[[Sequence[Intent], Sequence[AppendResult], ClusterState, int], None]
+"""Called with what a pass appended (before the projection applies it), for metrics."""
+
+
+def combine(*deciders: Decide) -> Decide:
+    """One `Decide` out of several independent concerns; each sees the same view and touched sets."""
+
+    def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        out = Decision()
+        for d in deciders:
+            out.extend(d(state, services, nodes, now_ns))
+        return out
+
+    return decide
+
+
+class Reconciler:
+    """Runs `decide` whenever the projection changes, a timer falls due, or someone pokes it."""
+
+    def __init__(
+        self,
+        name: str,
+        projection: Projection,
+        writer: Writer,
+        decide: Decide,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        after_append: AfterAppend | None = None,
+        gather_s: float = 0.05,
+        settle_warn_s: float = 5.0,
+        retry_s: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.projection = projection
+        self.writer = writer
+        self.decide = decide
+        self.clock = clock
+        self.after_append = after_append
+        self.gather_s = gather_s
+        """How long a woken pass may wait for entries already in the log, so one pass sees a whole burst."""
+        self.settle_warn_s = settle_warn_s
+        self.retry_s = retry_s
+        self.passes = 0
+        self._timers: list[Timer] = []
+        self._armed: set[Timer] = set()
+
+    def poke(self, service_id: str = "", node_id: str = "") -> None:
+        """Something outside the log changed (e.g. a heartbeat): decide for it on the next pass."""
+        self.projection.state.touch(service_id=service_id, node_id=node_id)
+        self.projection.updated.set()
+
+    async def run(self) -> None:
+        """Full pass, then one pass per change, forever. Call after `projection.start()` returned."""
+        state = self.projection.state
+        state.take_touched()
+        await self._pass(set(state.services) | set(state.tasks_by_service), set(state.nodes) | set(state.tasks_by_node))
+        while True:
+            await self._wait()
+            services, nodes = self.projection.state.take_touched()
+            if self._take_due(services, nodes) or services or nodes:
+                await self._pass(services, nodes)
+
+    async def _wait(self) -> None:
+        updated = self.projection.updated
+        updated.clear()
+        state = self.projection.state
+        if state.touched_services or state.touched_nodes:
+            return  # re-touched after a conflict or an unavailable log
+        timeout = max(0.0, (self._timers[0].at_ns - self.clock()) / 1e9) if self._timers else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(updated.wait(), timeout)
+        await self._gather()
+
+    async def _gather(self) -> None:
+        """While the log already holds more entries for us, let them in (bounded) before deciding."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather_s
+        while self.projection.pending > 0 and (left := deadline - loop.time()) > 0:
+            self.projection.updated.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.projection.updated.wait(), left)
+
+    def _take_due(self, services: set[str], nodes: set[str]) -> bool:
+        now = self.clock()
+        due = False
+        while self._timers and self._timers[0].at_ns <= now:
+            timer = heapq.heappop(self._timers)
+            self._armed.discard(timer)
+            due = True
+            if timer.service_id:
+                services.add(timer.service_id)
+            if timer.node_id:
+                nodes.add(timer.node_id)
+        return due
+
+    async def _pass(self, services: set[str], nodes: set[str]) -> None:
+        started = time.perf_counter()
+        state = self.projection.state
+        now = self.clock()
+        decision = self.decide(state, services, nodes, now)
+        self.passes += 1
+        for timer in decision.timers:
+            if timer not in self._armed:
+                self._armed.add(timer)
+                heapq.heappush(self._timers, timer)
+        if decision.intents:
+            await self._append(decision.intents, state, now)
+        RECONCILE_SECONDS.labels(loop=self.name).observe(time.perf_counter() - started)
+
+    async def _append(self, intents: list[Intent], state: ClusterState, now: int) -> None:
+        try:
+            results = await self.writer.append(intents, state)
+        except LogUnavailable as e:
+            log.warning("log unavailable, will decide again", extra={"loop": self.name, "error": str(e)})
+            for intent in intents:
+                _retouch(intent, state)
+            await asyncio.sleep(self.retry_s)
+            return
+        if self.after_append is not None:
+            self.after_append(intents, results, state, now)
+        target, conflicts = 0, 0
+        for intent, result in zip(intents, results, strict=True):
+            if isinstance(result, Conflict):
+                conflicts += 1
+                _retouch(intent, state)
+                target = max(target, result.last_seq)
+            else:
+                target = max(target, result)
+        log.debug("appended", extra={"loop": self.name, "events": len(intents), "conflicts": conflicts})
+        if conflicts:
+            log.info("stale view, deciding again", extra={"loop": self.name, "conflicts": conflicts})
+        await self._settle(target)
+
+    async def _settle(self, seq: int) -> None:
+        """Read-your-writes. No time-out: deciding on a view without our own writes is worse than waiting."""
+        while True:
+            try:
+                await asyncio.wait_for(self.projection.wait_for(seq), self.settle_warn_s)
+                return
+            except TimeoutError:
+                log.warning("projection has not applied our own writes yet",
+                            extra={"loop": self.name, "seq": seq, "applied": self.projection.state.seq})
+
+
+def _retouch(intent: Intent, state: ClusterState) -> None:
+    """Mark what a refused intent was about, so the next pass decides it again on a fresher view."""
+    ev = intent.event
+    service_id: str = getattr(ev, "service_id", "")
+    node_id: str = getattr(ev, "node_id", "")
+    embedded = getattr(ev, "task", None)
+    task = embedded if embedded is not None else state.tasks.get(getattr(ev, "task_id", ""))
+    if task is not None:
+        service_id = service_id or task.service_id
+        node_id = node_id or task.node_id
+    state.touch(service_id=service_id, node_id=node_id)

@@ -1,0 +1,122 @@
+"""A whole Shoal cluster as separate OS processes, for integration and end-to-end tests.
+
+It runs exactly what `shoal up` runs (the same plan and `Supervisor`), on free ports in a temporary
+state dir, so a test exercises the real processes and can `kill -9` any of them. Use it as a fixture:
+
+    @pytest.fixture
+    async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+        async with local_cluster(tmp_path, agents=2, executor="sim") as c:
+            yield c
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.cli.plan import Options, plan
+from services.cli.supervisor import Backoff, Supervisor, tail
+from services.cli.up import port_open, prepare
+
+
+@dataclass
+class LocalCluster:
+    options: Options
+    supervisor: Supervisor
+
+    @property
+    def api_url(self) -> str:
+        return self.options.api_url
+
+    @property
+    def docker_host(self) -> str:
+        """What to put in `DOCKER_HOST` for the docker CLI."""
+        return f"tcp://{self.options.api_addr}"
+
+    @property
+    def nats_url(self) -> str:
+        return self.options.nats_url
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.supervisor.specs]
+
+    def metrics_url(self, name: str) -> str:
+        spec = next(s for s in self.supervisor.specs if s.name == name)
+        return f"http://{spec.metrics_addr}/metrics"
+
+    def log(self, name: str, lines: int = 40) -> str:
+        """The tail of a process's log, for assertion messages."""
+        return tail(self.supervisor.log_path(name), lines)
+
+    async def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Kill a process as a crash would and wait until the supervisor has restarted it; its new pid."""
+        old = await self.supervisor.kill(name, sig)
+        return await self.supervisor.wait_running(name, other_than=old)
+
+    async def stop_process(self, name: str) -> None:
+        """Stop one process (SIGTERM) and keep it down, e.g. to change the cluster behind its back."""
+        await self.supervisor.stop_process(name)
+
+    async def start_process(self, name: str) -> int:
+        await self.supervisor.start_process(name)
+        return await self.supervisor.wait_running(name)
+
+    async def wait_api(self, timeout_s: float = 30.0) -> None:
+        host, _, port = self.options.api_addr.rpartition(":")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not await port_open(host, int(port)):
+            if loop.time() > deadline:
+                raise TimeoutError(f"the API did not answer within {timeout_s}s; api log:\n{self.log('api')}")
+            await asyncio.sleep(0.05)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive ports that are free now (the plan numbers metrics ports so)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000 - count)
+        if all(_free(host, base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim") -> Options:
+    """Options for a cluster on free ports: NATS, NATS monitoring, API, then one metrics port per process."""
+    base = free_ports(agents + 6)
+    return Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
+                   nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test")
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim", *, wait_api: bool = True,
+                        options: Options | None = None) -> AsyncIterator[LocalCluster]:
+    """Start a cluster (or resume the one in `state_dir` when `options` repeats earlier ones); stop it after."""
+    options = options or cluster_options(state_dir, agents, executor)
+    prepare(options)
+    supervisor = Supervisor(plan(options), options.log_dir, backoff=Backoff(initial_s=0.1, max_s=2.0),
+                            stop_timeout_s=5.0)
+    cluster = LocalCluster(options, supervisor)
+    try:
+        await supervisor.start()
+        if wait_api:
+            await cluster.wait_api()
+        yield cluster
+    finally:
+        await supervisor.stop()
+

@@ -1,0 +1,105 @@
+"""The `EventLog` contract, run against the in-memory log and a real JetStream stream alike: if the
+in-memory log passes, tests above the seam that use it are telling the truth about JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.kernel import subjects
+from services.kernel.eventlog import Append, Conflict, Entry, EventLog
+from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.memlog import MemoryLog
+from tests.nats_server import NatsServer
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    if request.param == "memory":
+        yield MemoryLog()
+        return
+    server: NatsServer = request.getfixturevalue("nats")
+    nc = await connect([server.url], "contract")
+    await ensure_stream(nc, "SHOAL")
+    yield JetStreamLog(nc, "SHOAL")
+    await nc.close()
+
+
+def _a(subject: str, msg_id: str, expect: int | None = None, scope: str | None = None) -> Append:
+    return Append(subject=subject, data=msg_id.encode(), msg_id=msg_id, expect_seq=expect, expect_subject=scope)
+
+
+async def test_appends_are_numbered_in_order(eventlog: EventLog) -> None:
+    results = await eventlog.append([_a(subjects.CLUSTER, f"m{i}") for i in range(5)])
+    assert results == [1, 2, 3, 4, 5]
+    assert await eventlog.last_seq() == 5
+
+
+async def test_same_message_id_is_stored_once(eventlog: EventLog) -> None:
+    first = await eventlog.append([_a(subjects.CLUSTER, "same")])
+    again = await eventlog.append([_a(subjects.CLUSTER, "same")])
+    assert first == again == [1]
+    assert await eventlog.last_seq() == 1
+
+
+async def test_compare_and_set_on_an_entity(eventlog: EventLog) -> None:
+    svc = subjects.service("s1", "spec")
+    assert await eventlog.append([_a(svc, "c1", expect=0)]) == [1]
+    lost = await eventlog.append([_a(svc, "c2", expect=0)])
+    assert lost == [Conflict(svc, 1)]
+    assert await eventlog.append([_a(svc, "c3", expect=1)]) == [2]
+
+
+async def test_compare_and_set_follows_a_task_across_its_move_to_a_node(eventlog: EventLog) -> None:
+    scope = subjects.task_all("t1")
+    await eventlog.append([_a(subjects.task("", "t1", "desired"), "c", expect=0, scope=scope)])
+    await eventlog.append([_a(subjects.task("n1", "t1", "placement"), "a", expect=1, scope=scope)])
+    stale = await eventlog.append([_a(subjects.task("n1", "t1", "desired"), "d", expect=1, scope=scope)])
+    assert stale == [Conflict(subjects.task("n1", "t1", "desired"), 2)]
+
+
+async def test_compare_and_set_over_all_service_specs_guards_name_uniqueness(eventlog: EventLog) -> None:
+    await eventlog.append([_a(subjects.service("s1", "spec"), "x", expect=0, scope=subjects.SERVICE_SPECS)])
+    raced = await eventlog.append([_a(subjects.service("s2", "spec"), "y", expect=0, scope=subjects.SERVICE_SPECS)])
+    assert isinstance(raced[0], Conflict)
+
+
+async def test_last_sequence_of_a_filter(eventlog: EventLog) -> None:
+    await eventlog.append([_a(subjects.task("n1", "t1", "status"), "1"), _a(subjects.CLUSTER, "2"),
+                           _a(subjects.task("n2", "t2", "status"), "3")])
+    assert await eventlog.last_seq(subjects.node_tasks("n1")) == 1
+    assert await eventlog.last_seq(subjects.node_tasks("n9")) == 0
+
+
+async def test_follow_replays_then_delivers_live_in_order(eventlog: EventLog) -> None:
+    await eventlog.append([_a(subjects.task("n1", f"t{i}", "status"), f"old{i}") for i in range(3)])
+    await eventlog.append([_a(subjects.task("n2", "x", "status"), "other")])
+    got: list[Entry] = []
+    done = asyncio.Event()
+
+    def on_entry(e: Entry) -> None:
+        got.append(e)
+        if len(got) == 3:
+            done.set()
+
+    following = await eventlog.follow(subjects.node_tasks("n1"), 2, on_entry)
+    await eventlog.append([_a(subjects.task("n1", "t9", "status"), "new")])
+    await asyncio.wait_for(done.wait(), 5)
+    await following.stop()
+    assert [e.seq for e in got[:2]] == [2, 3] and got[-1].data == b"new"
+    assert got[-1].pending == 0
+
+
+async def test_get_returns_the_entry_with_its_message_id(eventlog: EventLog) -> None:
+    await eventlog.append([_a(subjects.CLUSTER, "one")])
+    entry = await eventlog.get(1)
+    assert entry is not None and entry.data == b"one" and entry.subject == subjects.CLUSTER
+    assert await eventlog.get(99) is None
+
+
+async def test_the_jetstream_log_refuses_deletes(jslog: JetStreamLog) -> None:
+    await jslog.append([_a(subjects.CLUSTER, "keep")])
+    with pytest.raises(Exception, match=r"(?i)delete"):
+        await jslog.js.delete_msg("SHOAL", 1)

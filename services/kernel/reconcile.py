@@ -51,8 +51,8 @@ class Decision:
 Decide = Callable[[ClusterState, set[str], set[str], int], Decision]
 """`decide(state, touched_services, touched_nodes, now_ns)`: pure, no I/O, never raises on odd state."""
 
-AfterAppend = Callable[[Sequence[Intent], Sequence[AppendResult], ClusterState, int], None]
-"""Called with what a pass appended (before the projection applies it), for metrics."""
+AfterAppend = Callable[[Sequence[Intent], Sequence[AppendResult]], None]
+"""Called with what a pass appended and how each append ended, for metrics."""
 
 
 def combine(*deciders: Decide) -> Decide:
@@ -149,18 +149,17 @@ class Reconciler:
     async def _pass(self, services: set[str], nodes: set[str]) -> None:
         started = time.perf_counter()
         state = self.projection.state
-        now = self.clock()
-        decision = self.decide(state, services, nodes, now)
+        decision = self.decide(state, services, nodes, self.clock())
         self.passes += 1
         for timer in decision.timers:
             if timer not in self._armed:
                 self._armed.add(timer)
                 heapq.heappush(self._timers, timer)
         if decision.intents:
-            await self._append(decision.intents, state, now)
+            await self._append(decision.intents, state)
         RECONCILE_SECONDS.labels(loop=self.name).observe(time.perf_counter() - started)
 
-    async def _append(self, intents: list[Intent], state: ClusterState, now: int) -> None:
+    async def _append(self, intents: list[Intent], state: ClusterState) -> None:
         try:
             results = await self.writer.append(intents, state)
         except LogUnavailable as e:
@@ -170,7 +169,7 @@ class Reconciler:
             await asyncio.sleep(self.retry_s)
             return
         if self.after_append is not None:
-            self.after_append(intents, results, state, now)
+            self.after_append(intents, results)
         target, conflicts = 0, 0
         for intent, result in zip(intents, results, strict=True):
             if isinstance(result, Conflict):

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures; compared as ratios within one run, never asserted in tests."""

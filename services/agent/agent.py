@@ -1,0 +1,147 @@
+"""The agent process: join, heartbeat, follow this agent's own tasks, drive them, report.
+
+Start-up order matters for crash safety. The node id exists on disk before the node joins. The
+projection catches up with the log before anything is decided, and the executor's containers are
+adopted before any task is driven, so a restarted agent continues where the log and the machine
+say it is: a running task keeps running and nothing is reported twice.
+
+A clean stop (SIGTERM) stops following and leaves every task running, as dockerd's containers
+outlive a client: stopping tasks is the orchestrator's decision, expressed as desired states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import msgspec
+from prometheus_client import REGISTRY
+
+from schemas.events import (
+    Envelope,
+    TaskAssigned,
+    TaskCreated,
+    TaskDesiredStateChanged,
+    TaskPending,
+    TaskRemoved,
+    TaskStatusChanged,
+)
+from services.agent.config import AgentConfig
+from services.agent.executor import Executor
+from services.agent.executors.process import ProcessExecutor
+from services.agent.executors.sim import SimExecutor
+from services.agent.heartbeat import Publish, beat
+from services.agent.identity import Identity, identities
+from services.agent.join import join
+from services.agent.reporter import Reporter
+from services.agent.worker import Worker
+from services.kernel import subjects
+from services.kernel.eventlog import EventLog, LogUnavailable
+from services.kernel.metrics import ProjectionCollector
+from services.kernel.process import Runtime
+from services.kernel.projection import Projection
+from services.kernel.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+ALL_TASKS = f"{subjects.PREFIX}.task.>"
+"""What a sim agent hosting several nodes follows: one consumer for all of them."""
+
+_FLUSH_ON_STOP_S = 2.0
+
+
+class Agent:
+    def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
+                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None) -> None:
+        self.log = eventlog
+        self.publish = publish
+        self.nodes = list(nodes)
+        self.node_ids = frozenset(n.node_id for n in nodes)
+        self.executor = executor
+        self.heartbeat_s = heartbeat_s
+        first = self.nodes[0].node_id
+        self.projection = Projection(
+            eventlog,
+            filter_subject=subjects.node_tasks(first) if len(self.nodes) == 1 else ALL_TASKS,
+            snapshots=snapshots,
+            snapshot_name=f"agent-{first}",
+        )
+        self.reporter = Reporter(eventlog, self.projection)
+        self.worker = Worker(executor, self.reporter.report)
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        try:
+            await join(self.log, self.nodes)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(beat(self.publish, [n.node_id for n in self.nodes], self.heartbeat_s))
+                tg.create_task(self.reporter.run())
+                await self._follow()
+        finally:
+            await self._stop()
+
+    async def _follow(self) -> None:
+        await self.projection.start()
+        state = self.projection.state
+        for node_id in self.node_ids:
+            for task in state.tasks_on_node(node_id):
+                self.worker.update(task)
+        # Registered before the next await, so no entry is applied unseen.
+        self.projection.listeners.append(self._on_event)
+        await self.worker.begin(await self.executor.list())
+
+    def _on_event(self, seq: int, env: msgspec.Struct) -> None:
+        if not isinstance(env, Envelope):
+            return
+        task_id = _task_id(env.event)
+        if task_id is None:
+            return
+        task = self.projection.state.tasks.get(task_id)
+        if task is None:
+            self.worker.forget(task_id)
+        elif task.node_id in self.node_ids:
+            self.worker.update(task)
+
+    async def _stop(self) -> None:
+        await self.worker.close()
+        await self.executor.close()
+        await self.projection.stop()
+        with contextlib.suppress(TimeoutError, LogUnavailable):
+            await asyncio.wait_for(self.reporter.flush(), _FLUSH_ON_STOP_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.projection.save_snapshot(), _FLUSH_ON_STOP_S)
+        log.info("agent stopped; tasks left running", extra={"node_id": self.nodes[0].node_id})
+
+
+def _task_id(event: object) -> str | None:
+    match event:
+        case TaskCreated() | TaskAssigned():
+            return event.task.id
+        case TaskPending() | TaskDesiredStateChanged() | TaskStatusChanged() | TaskRemoved():
+            return event.task_id
+    return None
+
+
+def make_executor(config: AgentConfig) -> Executor:
+    if config.executor == "sim":
+        return SimExecutor(start_latency_s=config.sim_start_latency_s, failure_rate=config.sim_failure_rate)
+    return ProcessExecutor(config.state_dir)
+
+
+async def serve(rt: Runtime, args: argparse.Namespace) -> None:
+    """The agent as a Shoal process (`services.kernel.process.run`)."""
+    config = AgentConfig.from_args(args)
+    nodes = identities(config)
+    agent = Agent(rt.log, rt.nc.publish, nodes, make_executor(config), heartbeat_s=config.heartbeat_s,
+                  snapshots=rt.snapshots)
+    log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
+                                      "executor": config.executor, "state_dir": str(config.state_dir)})
+    collector = ProjectionCollector(agent.projection)
+    REGISTRY.register(collector)
+    try:
+        await agent.run()
+    finally:
+        REGISTRY.unregister(collector)

@@ -1,0 +1,110 @@
+"""The agent's plug-in point: one small protocol that runs a task's container somewhere.
+
+The agent decides (`progress.next_step`) and the executor does: it never reports task states and
+never sees the event log. Everything it knows about a task's container is a `Container` value, so
+the same driving code serves local processes, simulated tasks and (later) Docker containers:
+
+- `prepare` is Docker's pull + create, `start` its start, `stop` its stop with a grace period,
+  `remove` its forced remove;
+- `list` is "containers labelled with my node ids", `adopt` re-attaches to one after an agent restart;
+- `watch` is the events stream: exits arrive through the callback, so a running task costs the agent
+  nothing but a dictionary entry (no coroutine per task).
+
+An executor outlives the agent's view of it: `close` detaches and never stops a container, so an
+agent restart (even `kill -9`) leaves running tasks running.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.task import Task
+
+DEFAULT_STOP_GRACE_S = 10.0
+"""Docker's default StopGracePeriod."""
+
+
+class Phase(enum.IntEnum):
+    """A container's life, in order: a later phase never goes back to an earlier one."""
+
+    CREATED = 1
+    RUNNING = 2
+    EXITED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """What an executor observes of one task's container."""
+
+    task_id: str
+    node_id: str
+    phase: Phase
+    container_id: str = ""
+    pid: int = 0
+    exit_code: int = 0
+    """Meaningful once EXITED (Docker also shows 0 while a container runs)."""
+
+
+def newer(old: Container | None, new: Container) -> Container:
+    """The later of two observations: an exit seen by the watch beats a late `start` result."""
+    return new if old is None or new.phase >= old.phase else old
+
+
+class ExecutorError(Exception):
+    """An operation failed. A temporary failure is retried without a state change; any other ends the
+    task (rejected before it starts, failed after). The message is what the task's Err shows."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+OnChange = Callable[[Container], None]
+
+
+class Executor(Protocol):
+    kind: str
+    """`process`, `sim`, `docker`: shown as the node's engine version `shoal-<kind>`."""
+
+    async def prepare(self, task: Task) -> Container:
+        """Make the task ready to start (validate, pull, create). Idempotent, and safe to cancel."""
+        ...
+
+    async def start(self, task: Task) -> Container:
+        """Start a prepared task; starting one already started returns its state. Not cancelled by the
+        agent mid-way: whatever it launched must be recorded before it returns."""
+        ...
+
+    async def stop(self, task: Task) -> Container:
+        """Send the stop signal, wait the task's grace period, then kill; returns the exited container."""
+        ...
+
+    async def remove(self, task_id: str) -> None:
+        """Kill if still running and forget everything about the container (logs included)."""
+        ...
+
+    async def list(self) -> list[Container]:
+        """Every container this executor holds for the agent's nodes, as it is now."""
+        ...
+
+    async def adopt(self, container: Container) -> Container:
+        """Watch a container found by `list` after a restart; returns its state now."""
+        ...
+
+    def watch(self, on_change: OnChange) -> None:
+        """Deliver every later exit of a started or adopted container to `on_change`."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching. Containers keep running, like Docker's when its client goes away."""
+        ...
+
+
+def stop_grace_s(task: Task) -> float:
+    spec = task.spec.container_spec
+    if spec is None or spec.stop_grace_period is None:
+        return DEFAULT_STOP_GRACE_S
+    return max(spec.stop_grace_period, 0) / 1e9

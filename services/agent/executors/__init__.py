@@ -1,0 +1,1 @@
+"""Executor implementations: `process` (local processes) and `sim` (simulated tasks)."""

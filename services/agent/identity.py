@@ -1,0 +1,69 @@
+"""Who this agent is: node ids that survive restarts, and the description each node joins with.
+
+The node id is the agent's identity in the log (its tasks' subjects, its heartbeats), so it is
+written to the state dir before the node joins: an agent killed right after joining comes back
+as the same node, never as a stranger with the first one's tasks stranded.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.node import EngineDescription, NodeDescription, NodeResources, NodeSpec
+from schemas.service import Platform
+from services.agent.config import AgentConfig
+from services.kernel.ids import new_id
+
+NODE_ID_FILE = "node-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    node_id: str
+    spec: NodeSpec
+    """Applied on the first join only: afterwards the operator owns the spec (`docker node update`)."""
+    description: NodeDescription
+    addr: str
+
+
+def node_ids(state_dir: Path, count: int) -> list[str]:
+    """The first `count` ids in `<state-dir>/node-id` (one per line), creating any that are missing."""
+    path = state_dir / NODE_ID_FILE
+    ids = path.read_text().split() if path.exists() else []
+    if len(ids) < count:
+        ids += [new_id() for _ in range(count - len(ids))]
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            f.write("\n".join(ids) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    return ids[:count]
+
+
+def machine_resources() -> NodeResources:
+    """What Docker advertises as NCPU and MemTotal: usable CPUs (affinity) and physical memory."""
+    cpus = len(os.sched_getaffinity(0))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return NodeResources(nano_cpus=cpus * 1_000_000_000, memory_bytes=memory)
+
+
+def identities(config: AgentConfig) -> list[Identity]:
+    ids = node_ids(config.state_dir, config.nodes)
+    if config.executor == "sim":
+        resources = NodeResources(nano_cpus=int(config.sim_cpus * 1e9), memory_bytes=config.sim_memory_bytes)
+    else:
+        resources = machine_resources()
+    spec = NodeSpec(labels=config.labels or None, role=config.role)
+    engine = EngineDescription(engine_version=f"shoal-{config.executor}")
+    plat = Platform(architecture=platform.machine(), os=platform.system().lower())
+    out = []
+    for i, node_id in enumerate(ids, start=1):
+        hostname = config.hostname if len(ids) == 1 else f"{config.hostname}-{i}"
+        description = NodeDescription(hostname=hostname, platform=plat, resources=resources, engine=engine)
+        out.append(Identity(node_id=node_id, spec=spec, description=description, addr=config.addr))
+    return out

@@ -1,0 +1,56 @@
+"""Joining the cluster: `NodeJoined` once per node id, `NodeRejoined` on every later start.
+
+"Once" is a compare-and-set on the node's subjects (expect nothing there yet), so two starts racing
+with the same id, or a retry after a lost acknowledgement, cannot both join: the loser rejoins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from schemas.events import NodeJoined, NodeRejoined
+from services.agent.identity import Identity
+from services.kernel import subjects
+from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent, Writer
+
+log = logging.getLogger(__name__)
+
+_NO_STATE = ClusterState()
+"""Node subjects are named from the event alone; the writer needs no view of the cluster."""
+
+
+async def join(eventlog: EventLog, nodes: Sequence[Identity]) -> None:
+    """Announce every node, waiting for the log if it is unavailable (an agent is useless without it)."""
+    delay = 0.1
+    while True:
+        try:
+            await _join_once(eventlog, nodes)
+            return
+        except LogUnavailable as e:
+            log.warning("cannot join yet, retrying", extra={"error": str(e), "retry_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _join_once(eventlog: EventLog, nodes: Sequence[Identity]) -> None:
+    writers = {n.node_id: Writer(eventlog, actor=f"agent:{n.node_id}") for n in nodes}
+    joins = [
+        Intent(NodeJoined(node_id=n.node_id, spec=n.spec, description=n.description, addr=n.addr),
+               expect_seq=0, expect_subject=subjects.node_all(n.node_id))
+        for n in nodes
+    ]
+    results = await asyncio.gather(
+        *(writers[n.node_id].append([i], _NO_STATE) for n, i in zip(nodes, joins, strict=True))
+    )
+    known = [n for n, r in zip(nodes, results, strict=True) if isinstance(r[0], Conflict)]
+    await asyncio.gather(*(
+        writers[n.node_id].append([Intent(NodeRejoined(node_id=n.node_id, description=n.description, addr=n.addr))],
+                                  _NO_STATE)
+        for n in known
+    ))
+    log.info("joined", extra={"nodes": len(nodes) - len(known), "rejoined": len(known),
+                              "node_id": nodes[0].node_id if nodes else ""})

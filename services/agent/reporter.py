@@ -1,0 +1,73 @@
+"""Status reports: every transition becomes a `TaskStatusChanged`, appended in pipelined batches.
+
+The agent is the only writer of a task's status leaf and the fold drops backwards reports, so no
+compare-and-set is needed. Reports are sealed (id, time, actor) when they happen, so the event time
+is the transition's time however long the log takes; a failed batch is re-sent as the same entries
+(same `Nats-Msg-Id`), so a retry never stores a report twice. Reports still unsent when the agent
+dies are not lost in any way that matters: the agent decides again from the log on restart and
+reports whatever the log does not show yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from schemas.events import TaskStatusChanged
+from schemas.task import Task, TaskStatus
+from services.kernel.eventlog import Append, EventLog, LogUnavailable
+from services.kernel.metrics import EVENTS_APPENDED
+from services.kernel.projection import Projection
+from services.kernel.writer import Intent, Writer
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 5.0
+
+
+class Reporter:
+    def __init__(self, eventlog: EventLog, projection: Projection) -> None:
+        self.log = eventlog
+        self.projection = projection
+        """Names each report's subject: the task's node, from the agent's own view."""
+        self._writers: dict[str, Writer] = {}
+        self._queue: list[Append] = []
+        self._in_flight: list[Append] = []
+        self._wake = asyncio.Event()
+
+    def report(self, task: Task, status: TaskStatus) -> None:
+        writer = self._writers.get(task.node_id)
+        if writer is None:
+            writer = self._writers[task.node_id] = Writer(self.log, actor=f"agent:{task.node_id}")
+        event = TaskStatusChanged(task_id=task.id, status=status)
+        self._queue.append(writer.seal(Intent(event), self.projection.state))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send whatever has queued up while the previous batch was in flight, forever."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._in_flight, self._queue = self._queue, []
+            await self._send(self._in_flight)
+            self._in_flight = []
+
+    async def flush(self) -> None:
+        """On a clean stop: send what is in flight or queued (once; the log may be gone)."""
+        batch = self._in_flight + self._queue
+        self._in_flight, self._queue = [], []
+        if batch:
+            await self.log.append(batch)
+
+    async def _send(self, batch: list[Append]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.log.append(batch)
+            except LogUnavailable as e:
+                log.warning("status reports not appended, retrying", extra={"error": str(e), "reports": len(batch)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+                continue
+            EVENTS_APPENDED.labels(event="TaskStatusChanged").inc(len(batch))
+            return

@@ -1,0 +1,30 @@
+"""What every handler needs: the projection it reads and the committer it writes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.api.committer import Committer
+from services.kernel.projection import Projection
+from services.kernel.state import ClusterState
+
+
+@dataclass
+class Api:
+    projection: Projection
+    committer: Committer
+    node_id: str = ""
+    """The node this gateway speaks for (`--node-id`); empty = pick one from the cluster."""
+
+    @property
+    def state(self) -> ClusterState:
+        return self.projection.state
+
+
+API = web.AppKey("api", Api)
+
+
+def api_of(request: web.Request) -> Api:
+    return request.app[API]

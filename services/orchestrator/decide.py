@@ -1,0 +1,73 @@
+"""The orchestrator's decision: from the services and nodes touched since the last pass, the events
+that move the cluster toward what its services ask for. Pure: state and time in, intents out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.service import Service
+from services.kernel.reconcile import Decide, Decision
+from services.kernel.state import ClusterState
+from services.orchestrator import global_, replicated, tasks
+from services.orchestrator.nodes import is_invalid
+
+DEFAULT_HISTORY_LIMIT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    """Tasks kept per slot, the live one included (swarmkit's TaskHistoryRetentionLimit); negative: all."""
+
+
+def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
+           settings: Settings = Settings()) -> Decision:
+    out = Decision()
+    whole = services | _hit_by_nodes(state, nodes)
+    for service_id in sorted(whole):
+        _service(state, service_id, now_ns, settings, out)
+    if nodes:
+        for service in state.services.values():
+            if service.id not in whole and is_global(service):
+                global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
+    return out
+
+
+def decider(settings: Settings) -> Decide:
+    def bound(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        return decide(state, services, nodes, now_ns, settings)
+
+    return bound
+
+
+def is_global(service: Service) -> bool:
+    mode = service.spec.mode
+    return mode is not None and mode.global_ is not None
+
+
+def is_replicated(service: Service) -> bool:
+    """A spec without a mode is replicated, as in Docker."""
+    mode = service.spec.mode
+    return mode is None or mode.replicated is not None or (mode.global_ is None and mode.replicated_job is None
+                                                           and mode.global_job is None)
+
+
+def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:
+    """Services with live tasks on a node that can no longer run them (down, drained or deleted)."""
+    hit: set[str] = set()
+    for node_id in nodes:
+        if is_invalid(state.nodes.get(node_id)):
+            hit.update(t.service_id for t in state.tasks_on_node(node_id) if tasks.is_live(t))
+    return hit
+
+
+def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settings, out: Decision) -> None:
+    service = state.services.get(service_id)
+    if service is None:
+        out.intents.extend(tasks.retire_all(state.tasks_of_service(service_id), state))
+    elif is_replicated(service):
+        replicated.reconcile(state, service, now_ns, settings.history_limit, out)
+    elif is_global(service):
+        global_.reconcile(state, service, now_ns, settings.history_limit, out)
+    # Jobs (ReplicatedJob, GlobalJob) are not orchestrated yet: their tasks are left alone.

@@ -1,0 +1,67 @@
+"""The orchestrator process: a projection of the whole log, heartbeats in, the decide-append loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
+
+from services.kernel.metrics import ProjectionCollector
+from services.kernel.process import Runtime
+from services.kernel.projection import Projection
+from services.kernel.reconcile import Reconciler, combine
+from services.kernel.writer import Writer
+from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings, decider
+from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
+from services.orchestrator.metrics import count_appended
+from services.orchestrator.nodes import DOWN
+
+log = logging.getLogger(__name__)
+
+NAME = "orchestrator"
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heartbeat-grace", type=float, default=None, metavar="SECONDS",
+                        help="mark a node down after this much silence (default: 3 of its heartbeat periods)")
+    parser.add_argument("--task-history-limit", type=int, default=DEFAULT_HISTORY_LIMIT, metavar="N",
+                        help="tasks kept per slot, the live one included; negative keeps all (default: %(default)s)")
+
+
+def reconciler(projection: Projection, writer: Writer, settings: Settings,
+               liveness: Liveness | None = None) -> Reconciler:
+    """The loop without its process around it, so tests can run it against any `EventLog`."""
+    decide = decider(settings) if liveness is None else combine(decider(settings), liveness.decide)
+    return Reconciler(NAME, projection, writer, decide, after_append=count_appended)
+
+
+def listen(liveness: Liveness, loop: Reconciler) -> Callable[[Msg], Awaitable[None]]:
+    """Heartbeat handler: record it, and wake the loop at once for a down node that is back."""
+
+    async def on_heartbeat(msg: Msg) -> None:
+        for node_id in liveness.observe(msg.data, time.time_ns()):
+            node = loop.projection.state.nodes.get(node_id)
+            if node is not None and node.status.state == DOWN:
+                loop.poke(node_id=node_id)
+
+    return on_heartbeat
+
+
+async def serve(rt: Runtime, args: argparse.Namespace) -> None:
+    projection = Projection(rt.log, snapshots=rt.snapshots, snapshot_name=NAME, track_changes=True)
+    REGISTRY.register(ProjectionCollector(projection))
+    liveness = Liveness(time.time_ns(), args.heartbeat_grace)
+    loop = reconciler(projection, Writer(rt.log, NAME), Settings(history_limit=args.task_history_limit), liveness)
+    sub = await rt.nc.subscribe(HEARTBEATS_SUBJECT, cb=listen(liveness, loop))  # before catching up: miss none
+    try:
+        await projection.start()
+        log.info("orchestrating", extra={"seq": projection.state.seq, "services": len(projection.state.services)})
+        await loop.run()
+    finally:
+        await sub.unsubscribe()
+        await projection.save_snapshot()
+        await projection.stop()

@@ -1,0 +1,139 @@
+"""One slot's life (swarm-behaviour 2.1, 2.5, 2.6): restart what died, start delayed replacements,
+close tasks stranded on deleted nodes, and prune the slot's history.
+
+A slot is the unit both modes share: (service, number) for replicated services, (service, node) for
+global ones. Its members are its tasks except those already told to go away (desired `remove`).
+A slot with members is occupied even when none is live: a task that died and may not be restarted
+keeps its slot, which is how `none`/`on-failure`/MaxAttempts leave a service below its count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.service import Service, TaskSpec
+from schemas.task import RANK, Task, TaskState
+from services.kernel.reconcile import Decision, Timer
+from services.kernel.state import ClusterState
+from services.orchestrator import tasks
+from services.orchestrator.nodes import DOWN, is_drained, is_invalid
+from services.orchestrator.restart import STOP_WAIT_NS, RestartPolicy, history_limit
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    service: Service
+    number: int
+    """1..N for replicated services, 0 for global ones."""
+    node_id: str
+    """Where a new task goes: the node for a global slot, "" (the scheduler chooses) otherwise."""
+    members: list[Task]
+    can_run: bool = True
+    """A task may be created or restarted here now (global: node ready, active and matching)."""
+    must_stop: bool = False
+    """No task may stay (global: node drained, down, or no longer matching the constraints)."""
+
+
+def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int, out: Decision) -> None:
+    live = [t for t in slot.members if tasks.is_live(t)]
+    created = 0
+    if slot.must_stop:
+        out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in live)
+    else:
+        healthy = {t.id for t in live if not _is_dead(t, state)}
+        dead = [t for t in live if t.id not in healthy]
+        if healthy:
+            out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in dead)
+            others = [t for t in slot.members if t.id not in healthy]
+            for t in live:
+                if t.id in healthy and t.desired_state == TaskState.READY:
+                    _start_when_due(state, slot, t, others, now_ns, out)
+        elif dead:
+            created = _restart(state, slot, dead, now_ns, out)
+        elif slot.members:
+            created = _refill(slot, now_ns, out)
+    out.intents.extend(tasks.orphan(t) for t in slot.members if _stranded(t, state))
+    _prune(slot, created, history_default, out)
+
+
+def _is_dead(task: Task, state: ClusterState) -> bool:
+    return tasks.has_stopped(task) or (bool(task.node_id) and is_invalid(state.nodes.get(task.node_id)))
+
+
+def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out: Decision) -> int:
+    """Old task desired `shutdown` and its replacement in one batch, as swarmkit does in one transaction.
+    A replacement that dies before its own delay expired waits that delay out (no tight loops)."""
+    last = tasks.newest(dead)
+    policy = RestartPolicy.of(last.spec)
+    if last.desired_state == TaskState.READY:
+        gate = tasks.created_ns(last) + policy.delay_ns
+        if now_ns < gate:
+            out.timers.append(Timer(gate, service_id=slot.service.id))
+            return 0
+    out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in dead)
+    if not (slot.can_run and policy.should_restart(last, slot.members, now_ns)):
+        return 0
+    held = _held_until(state, slot.members, slot.service.spec.task_template, now_ns, now_ns)
+    desired = TaskState.RUNNING if held is None else TaskState.READY
+    out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id, desired=desired))
+    return 1
+
+
+def _refill(slot: Slot, now_ns: int, out: Decision) -> int:
+    """Nothing live, nothing dying: a global node coming back (or a restart cut short by a crash).
+    Start a task at once unless the policy says the last one stays dead."""
+    last = tasks.newest(slot.members)
+    if slot.can_run and RestartPolicy.of(last.spec).should_restart(last, slot.members, now_ns):
+        out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id))
+        return 1
+    return 0
+
+
+def _start_when_due(state: ClusterState, slot: Slot, task: Task, others: list[Task], now_ns: int,
+                    out: Decision) -> None:
+    held = _held_until(state, others, task.spec, tasks.created_ns(task), now_ns)
+    if held is None:
+        out.intents.append(tasks.set_desired(task, TaskState.RUNNING))
+    else:
+        out.timers.append(Timer(held, service_id=slot.service.id))
+
+
+def _held_until(state: ClusterState, others: list[Task], spec: TaskSpec | None, born_ns: int,
+                now_ns: int) -> int | None:
+    """When a replacement born at `born_ns` may start (None: now): after its restart delay, and once
+    the tasks it replaces have stopped (or their node is down, or a minute went by). Leaving a
+    drained node skips the delay. A replacement that may start at once is created `running`."""
+    before = tasks.newest(others) if others else None
+    leaving_drain = before is not None and is_drained(state.nodes.get(before.node_id))
+    due = born_ns + (0 if leaving_drain else RestartPolicy.of(spec).delay_ns)
+    waiting = any(_may_still_run(t, state) for t in others)
+    if now_ns >= due and (not waiting or now_ns >= born_ns + STOP_WAIT_NS):
+        return None
+    return due if now_ns < due else born_ns + STOP_WAIT_NS
+
+
+def _may_still_run(task: Task, state: ClusterState) -> bool:
+    node = state.nodes.get(task.node_id)
+    return (RANK[TaskState.ASSIGNED] <= RANK[task.status.state] <= RANK[TaskState.RUNNING]
+            and node is not None and node.status.state != DOWN)
+
+
+def _stranded(task: Task, state: ClusterState) -> bool:
+    """Already told to stop, not stopped, and its node is gone: nobody else will ever close it."""
+    return (not tasks.is_live(task) and not tasks.has_stopped(task) and not tasks.never_ran(task)
+            and task.node_id not in state.nodes)
+
+
+def _prune(slot: Slot, created: int, history_default: int, out: Decision) -> None:
+    """Keep the newest `limit` tasks of the slot (the live one included), deleting the oldest that are
+    finished or will never run."""
+    limit = history_limit(history_default, slot.service.spec.task_template)
+    if limit < 0:
+        return
+    excess = len(slot.members) + created - limit
+    for t in tasks.oldest_first(slot.members):
+        if excess <= 0:
+            return
+        if not tasks.is_live(t) and (tasks.has_stopped(t) or tasks.never_ran(t)):
+            out.intents.append(tasks.delete(t))
+            excess -= 1

@@ -1,0 +1,53 @@
+"""What a task asks of a node, read once per group of identical tasks rather than once per node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.service import Platform, Service
+from schemas.task import Task
+from services.kernel import constraints
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    service_id: str
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    constraints: tuple[constraints.Constraint, ...] = ()
+    platforms: tuple[Platform, ...] = ()
+    host_ports: frozenset[tuple[str, int]] = frozenset()
+    """(protocol, published port) pairs published in `host` mode: they need the port free on the node."""
+    max_replicas: int = 0
+
+    @classmethod
+    def of(cls, task: Task, service: Service | None) -> Ask:
+        spec = task.spec
+        reservations = spec.resources.reservations if spec.resources else None
+        placement = spec.placement
+        return cls(
+            service_id=task.service_id,
+            nano_cpus=(reservations.nano_cpus or 0) if reservations else 0,
+            memory_bytes=(reservations.memory_bytes or 0) if reservations else 0,
+            constraints=_constraints(placement.constraints if placement else None),
+            platforms=tuple(placement.platforms or ()) if placement else (),
+            host_ports=published_host_ports(service),
+            max_replicas=(placement.max_replicas or 0) if placement else 0,
+        )
+
+
+def _constraints(exprs: list[str] | None) -> tuple[constraints.Constraint, ...]:
+    """The API rejects bad constraints; one that slipped through disables the filter, as in swarmkit."""
+    try:
+        return tuple(constraints.parse_all(exprs))
+    except constraints.ConstraintError:
+        return ()
+
+
+def published_host_ports(service: Service | None) -> frozenset[tuple[str, int]]:
+    endpoint = service.spec.endpoint_spec if service is not None else None
+    return frozenset(
+        ((p.protocol or "tcp").lower(), p.published_port)
+        for p in (endpoint.ports or () if endpoint else ())
+        if p.publish_mode == "host" and p.published_port
+    )

@@ -1,0 +1,177 @@
+"""The scheduler's decision: bind waiting tasks to nodes, or record why they must wait.
+
+`place` is pure over the projection plus the per-node tallies it is handed (which it updates as it
+places, so one pass never over-commits a node) and the recent failures. `Scheduler` is the `Decide`
+the loop calls: it keeps those tallies current for the nodes that changed, remembers failures past
+the pruning of task history, and remembers which services still have tasks waiting. Those are
+retried on every pass: a node joining or resources freeing may place them, and placements made in
+this very pass may change why they wait, so the reason written is never stale.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from schemas.events import TaskAssigned, TaskPending
+from schemas.service import Service
+from schemas.task import RANK, Task, TaskState
+from services.kernel import subjects
+from services.kernel.reconcile import Decision
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent
+from services.scheduler import filters
+from services.scheduler.ask import Ask
+from services.scheduler.nodeinfo import NodeInfo, tally
+from services.scheduler.ranking import Rank, RecentFailures, rank
+
+NO_SUITABLE_NODE = "no suitable node"
+NO_NODES = "no_nodes"
+"""Reason label when no node was there to reject anything."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unplaced:
+    tasks: list[Task]
+    ask: Ask
+    pipeline: list[filters.Filter]
+    nodes: Sequence[NodeInfo]
+    preassigned: bool
+
+
+@dataclass(slots=True)
+class Placement:
+    decision: Decision = field(default_factory=Decision)
+    waiting: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per service, the tasks left waiting by reason (the filter that rejected the most nodes)."""
+    unplaced: list[_Unplaced] = field(default_factory=list)
+
+    def assign(self, task: Task, info: NodeInfo, ask: Ask) -> None:
+        node_id = info.node.id
+        event = TaskAssigned(task=msgspec.structs.replace(task, node_id=node_id), node_id=node_id)
+        self.decision.intents.append(Intent(event, expect_seq=task.version.index,
+                                            expect_subject=subjects.task_all(task.id)))
+        info.take(ask)
+
+    def explain_unplaced(self) -> None:
+        """Why each leftover waits, judged once every placement of the pass is counted, so the next
+        pass (seeing those placements in the log) finds the same reason and writes nothing."""
+        for u in self.unplaced:
+            rejections = Counter(f for i in u.nodes if (f := filters.rejection(u.pipeline, u.ask, i)) is not None)
+            explanation = filters.explain(rejections)
+            if u.preassigned:
+                err = explanation
+            else:
+                err = f"{NO_SUITABLE_NODE} ({explanation})" if explanation else NO_SUITABLE_NODE
+            reason = rejections.most_common(1)[0][0].name if rejections else NO_NODES
+            for task in u.tasks:
+                self._wait(task, err, reason)
+
+    def _wait(self, task: Task, err: str, reason: str) -> None:
+        """Keep the task pending; write the reason only when it changed (retries are not news)."""
+        self.waiting.setdefault(task.service_id, Counter())[reason] += 1
+        if task.status.state != TaskState.PENDING or task.status.err != err:
+            self.decision.intents.append(Intent(TaskPending(task_id=task.id, err=err), expect_seq=task.version.index,
+                                                expect_subject=subjects.task_all(task.id)))
+
+
+def is_waiting(task: Task) -> bool:
+    """Not yet placed, and still wanted: desired above `running` (shut down, removed) is never placed."""
+    unplaced = task.status.state in (TaskState.NEW, TaskState.PENDING)
+    return unplaced and RANK[task.desired_state] <= RANK[TaskState.RUNNING]
+
+
+def place(state: ClusterState, service_ids: set[str], infos: dict[str, NodeInfo],
+          failures: RecentFailures) -> Placement:
+    out = Placement()
+    for service_id in sorted(service_ids):
+        service = state.services.get(service_id)
+        if service is None:
+            continue  # removed: its tasks are the orchestrator's to delete, never placed
+        waiting = sorted((t for t in state.tasks_of_service(service_id) if is_waiting(t)),
+                         key=lambda t: (t.slot, t.created_at, t.id))
+        groups: dict[int, list[Task]] = {}
+        for task in waiting:
+            if task.node_id:
+                _confirm(service, task, infos, out)
+            else:
+                groups.setdefault(task.spec_version.index, []).append(task)
+        for version, group in sorted(groups.items()):
+            _place_group(service, group, infos, failures.on_nodes(service_id, version), out)
+    out.explain_unplaced()
+    return out
+
+
+def _confirm(service: Service, task: Task, infos: dict[str, NodeInfo], out: Placement) -> None:
+    """A global task comes with its node: only check that the node can take it."""
+    info = infos.get(task.node_id)
+    if info is None:
+        return  # the node is gone: the orchestrator deletes its global tasks
+    ask = Ask.of(task, service)
+    pipeline = filters.enabled(ask)
+    if filters.rejection(pipeline, ask, info) is None:
+        out.assign(task, info, ask)
+    else:
+        out.unplaced.append(_Unplaced([task], ask, pipeline, [info], preassigned=True))
+
+
+def _place_group(service: Service, group: list[Task], infos: dict[str, NodeInfo], failures: Counter[str],
+                 out: Placement) -> None:
+    """Tasks of one service and spec version ask the same of every node: filter the nodes once, then
+    hand tasks to the best-ranked node, re-ranking it after each (which spreads them)."""
+    ask = Ask.of(group[0], service)
+    pipeline = filters.enabled(ask)
+    heap: list[Rank] = [rank(i, service.id, failures) for i in infos.values()
+                        if filters.rejection(pipeline, ask, i) is None]
+    heapq.heapify(heap)
+    for placed, task in enumerate(group):
+        info = _best(heap, infos, pipeline, ask)
+        if info is None:
+            out.unplaced.append(_Unplaced(group[placed:], ask, pipeline, list(infos.values()), preassigned=False))
+            return
+        out.assign(task, info, ask)
+        heapq.heappush(heap, rank(info, service.id, failures))
+
+
+def _best(heap: list[Rank], infos: dict[str, NodeInfo], pipeline: list[filters.Filter], ask: Ask) -> NodeInfo | None:
+    """The best node that still passes (placing tasks may have filled it up)."""
+    while heap:
+        info = infos[heapq.heappop(heap)[-1]]
+        if filters.rejection(pipeline, ask, info) is None:
+            return info
+    return None
+
+
+class Scheduler:
+    """The scheduler's `Decide`: `place` plus what it remembers between passes (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.infos: dict[str, NodeInfo] = {}
+        self.waiting: dict[str, Counter[str]] = {}
+        self.failures = RecentFailures()
+
+    def __call__(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        for node_id in nodes:
+            node = state.nodes.get(node_id)
+            if node is None:
+                self.infos.pop(node_id, None)
+            else:
+                self.infos[node_id] = tally(state, node)
+        self.failures.note(state, services, now_ns)
+        candidates = services | set(self.waiting)
+        result = place(state, candidates, self.infos, self.failures)
+        for service_id in candidates:
+            self.waiting.pop(service_id, None)
+        self.waiting.update(result.waiting)
+        return result.decision
+
+    def pending(self) -> Counter[str]:
+        """Tasks waiting for a node, by reason."""
+        total: Counter[str] = Counter()
+        for reasons in self.waiting.values():
+            total.update(reasons)
+        return total

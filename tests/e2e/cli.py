@@ -1,0 +1,51 @@
+"""Run the real docker CLI against Shoal's API, the way an operator does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+
+def docker_binary() -> str:
+    found = shutil.which("docker")
+    if found is None:
+        raise AssertionError("the docker CLI is missing: `apt-get install docker.io` (make test installs it)")
+    return found
+
+
+async def docker(host: str, *args: str, check: bool = True) -> str:
+    """`docker <args>` with DOCKER_HOST pointed at Shoal; stdout, or an AssertionError with stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        docker_binary(), *args, env={**os.environ, "DOCKER_HOST": host},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}: {err.decode()}")
+    return out.decode()
+
+
+async def api_get(base: str, path: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}{path}") as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30, what: str = "") -> None:
+    """Poll until `check` holds; fail with `what` once the deadline passes (not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout_s}s: {what}")
+        await asyncio.sleep(0.2)
+
+
+def filters(**kv: str) -> str:
+    return json.dumps({k.replace("_", "-"): {v: True} for k, v in kv.items()})

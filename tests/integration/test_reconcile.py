@@ -1,0 +1,273 @@
+"""The real decide-append loops (orchestrator and scheduler, each with its own projection) against the
+in-memory log and a real nats-server alike, with a fake agent that reports what it is told to do.
+
+The cluster is driven only by appending events, as the API would; every check reads a separate
+observer projection, as a client would, and at no point may a slot have two tasks wanted running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import pytest
+
+from schemas.events import (
+    AnyEvent,
+    NodeJoined,
+    ServiceCreated,
+    ServiceRemoved,
+    ServiceUpdated,
+    TaskStatusChanged,
+)
+from schemas.heartbeat import Heartbeat
+from schemas.node import NodeDescription, NodeResources, NodeSpec
+from schemas.service import (
+    ContainerSpec,
+    ReplicatedService,
+    ResourceReservations,
+    Resources,
+    RestartPolicy,
+    ServiceMode,
+    ServiceSpec,
+    TaskSpec,
+)
+from schemas.task import RANK, Task, TaskState, TaskStatus
+from services.kernel import subjects
+from services.kernel.eventlog import EventLog
+from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.memlog import MemoryLog
+from services.kernel.projection import Projection
+from services.kernel.reconcile import Decision, Reconciler
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent, Writer
+from services.orchestrator import service as orchestrator
+from services.orchestrator.decide import Settings
+from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
+from services.scheduler import service as scheduler
+from tests.nats_server import NatsServer
+
+GIB = 1 << 30
+QUICK = RestartPolicy(delay=100_000_000)  # 0.1 s, so restarts are seen without a 5 s wait
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    if request.param == "memory":
+        yield MemoryLog()
+        return
+    server: NatsServer = request.getfixturevalue("nats")
+    nc = await connect([server.url], "reconcile-test")
+    await ensure_stream(nc, "SHOAL")
+    yield JetStreamLog(nc, "SHOAL")
+    await nc.close()
+
+
+def fake_agent(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+    """Every agent at once: run what is assigned and wanted running, stop what is wanted stopped."""
+    out = Decision()
+    for task in state.tasks.values():
+        if not task.node_id or RANK[task.status.state] > RANK[TaskState.RUNNING]:
+            continue
+        if task.desired_state == TaskState.RUNNING and task.status.state != TaskState.RUNNING:
+            out.intents.append(_report(task, TaskState.RUNNING))
+        elif RANK[task.desired_state] > RANK[TaskState.RUNNING]:
+            out.intents.append(_report(task, TaskState.SHUTDOWN))
+    return out
+
+
+def _report(task: Task, state: TaskState) -> Intent:
+    return Intent(TaskStatusChanged(task_id=task.id, status=TaskStatus(state=state)),
+                  expect_seq=task.version.index, expect_subject=subjects.task_all(task.id))
+
+
+@dataclass
+class Cluster:
+    log: EventLog
+    observer: Projection
+    client: Writer
+    loops: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    slot_violations: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> ClusterState:
+        return self.observer.state
+
+    async def start(self, name: str, make: Callable[[Projection, Writer], Reconciler]) -> Reconciler:
+        projection = Projection(self.log, track_changes=True)
+        await projection.start()
+        loop = make(projection, Writer(self.log, name))
+        self.loops[name] = asyncio.create_task(loop.run())
+        return loop
+
+    async def stop(self, name: str) -> None:
+        task = self.loops.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def append(self, *events: AnyEvent) -> None:
+        results = await self.client.append([Intent(ev) for ev in events], self.state)
+        await self.observer.wait_for(max(r for r in results if isinstance(r, int)))
+
+    async def until(self, what: str, check: Callable[[], bool], within_s: float = 10) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while not check():
+            self._check_slots()
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
+            await asyncio.sleep(0.01)
+        self._check_slots()
+        assert not self.slot_violations, self.slot_violations
+
+    def _check_slots(self) -> None:
+        wanted = Counter((t.service_id, t.slot) for t in self.state.tasks.values()
+                         if t.desired_state == TaskState.RUNNING and t.slot)
+        self.slot_violations += [f"slot {k} has {n} tasks wanted running" for k, n in wanted.items() if n > 1]
+
+    def running(self, service_id: str = "web") -> list[Task]:
+        return [t for t in self.state.tasks_of_service(service_id)
+                if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.RUNNING]
+
+    def running_slots(self, service_id: str = "web") -> list[int]:
+        return sorted(t.slot for t in self.running(service_id))
+
+    def describe(self) -> str:
+        return "; ".join(f"{t.service_name}.{t.slot} {t.node_id or '-'} {t.status.state}/{t.desired_state}"
+                         f"{' ' + t.status.err if t.status.err else ''}"
+                         for t in sorted(self.state.tasks.values(), key=lambda t: (t.slot, t.created_at)))
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(eventlog: EventLog) -> AsyncIterator[Cluster]:
+    observer = Projection(eventlog)
+    await observer.start()
+    c = Cluster(eventlog, observer, Writer(eventlog, "test"))
+    try:
+        yield c
+    finally:
+        for name in list(c.loops):
+            await c.stop(name)
+        await observer.stop()
+
+
+@pytest.fixture
+async def cluster(eventlog: EventLog) -> AsyncIterator[Cluster]:
+    async with running_cluster(eventlog) as c:
+        yield c
+
+
+def node(node_id: str, memory: int = 8 * GIB) -> NodeJoined:
+    return NodeJoined(node_id=node_id, spec=NodeSpec(), addr="127.0.0.1",
+                      description=NodeDescription(hostname=node_id, resources=NodeResources(nano_cpus=4_000_000_000,
+                                                                                            memory_bytes=memory)))
+
+
+def web(replicas: int, memory: int = 0) -> ServiceSpec:
+    resources = Resources(reservations=ResourceReservations(memory_bytes=memory)) if memory else None
+    return ServiceSpec(name="web", mode=ServiceMode(replicated=ReplicatedService(replicas=replicas)),
+                       task_template=TaskSpec(container_spec=ContainerSpec(image="nginx"), restart_policy=QUICK,
+                                              resources=resources))
+
+
+async def start_control_plane(c: Cluster, liveness: Liveness | None = None) -> None:
+    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings(), liveness))
+    await c.start("scheduler", lambda p, w: scheduler.reconciler(p, w))
+    await c.start("agent", lambda p, w: Reconciler("agent", p, w, fake_agent))
+
+
+async def test_a_service_runs_is_repaired_scales_and_goes(cluster: Cluster) -> None:
+    c = cluster
+    await start_control_plane(c)
+    await c.append(node("n1"), node("n2"), ServiceCreated(service_id="web", spec=web(3)))
+    await c.until("3 running", lambda: c.running_slots() == [1, 2, 3])
+    assert Counter(t.node_id for t in c.running()) in (Counter(n1=2, n2=1), Counter(n1=1, n2=2))
+
+    victim = next(t for t in c.running() if t.slot == 2)
+    await c.append(TaskStatusChanged(task_id=victim.id, status=TaskStatus(state=TaskState.FAILED, err="exit 1")))
+    await c.until("the failure replaced", lambda: c.running_slots() == [1, 2, 3] and victim.id not in
+                  {t.id for t in c.running()})
+    assert c.state.tasks[victim.id].desired_state == TaskState.SHUTDOWN
+
+    await c.append(ServiceUpdated(service_id="web", spec=web(5)))
+    await c.until("5 running", lambda: c.running_slots() == [1, 2, 3, 4, 5])
+
+    await c.append(ServiceUpdated(service_id="web", spec=web(0)))
+    await c.until("no tasks left", lambda: not c.state.tasks_of_service("web"))
+
+    await c.append(ServiceUpdated(service_id="web", spec=web(2)))
+    await c.until("2 running again", lambda: c.running_slots() == [1, 2])
+    await c.append(ServiceRemoved(service_id="web"))
+    await c.until("removed with its tasks", lambda: not c.state.tasks)
+
+
+async def test_a_restarted_orchestrator_converges_without_duplicates(cluster: Cluster) -> None:
+    c = cluster
+    await start_control_plane(c)
+    await c.append(node("n1"), ServiceCreated(service_id="web", spec=web(2)))
+    await c.until("2 running", lambda: c.running_slots() == [1, 2])
+    await c.stop("orchestrator")
+    await c.append(ServiceUpdated(service_id="web", spec=web(4)))
+    await asyncio.sleep(0.1)
+    assert c.running_slots() == [1, 2]
+    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings()))
+    await c.until("4 running", lambda: c.running_slots() == [1, 2, 3, 4])
+    await asyncio.sleep(0.2)
+    assert len(c.state.tasks) == 4
+
+
+async def test_a_task_too_big_for_every_node_waits_until_one_joins(cluster: Cluster) -> None:
+    c = cluster
+    await start_control_plane(c)
+    await c.append(node("small", memory=GIB), ServiceCreated(service_id="web", spec=web(1, memory=500 * GIB)))
+    await c.until("pending with the reason", lambda: [t.status.err for t in c.state.tasks.values()] == [
+        "no suitable node (insufficient resources on 1 node)"])
+    await c.append(node("big", memory=512 * GIB))
+    await c.until("placed on the big node", lambda: [t.node_id for t in c.running()] == ["big"])
+
+
+async def test_silent_nodes_go_down_their_tasks_move_and_they_come_back(jslog: JetStreamLog) -> None:
+    """Heartbeats over core NATS: n2 falls silent, is marked down and its task moves to n1; once it
+    speaks again it is ready again (and gets nothing back: Swarm never rebalances)."""
+    liveness = Liveness(time.time_ns(), grace_s=0.5)
+    async with running_cluster(jslog) as c:
+        await c.append(node("n1"), node("n2"), ServiceCreated(service_id="web", spec=web(2)))
+        loop = await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings(), liveness))
+        await c.start("scheduler", lambda p, w: scheduler.reconciler(p, w))
+        await c.start("agent", lambda p, w: Reconciler("agent", p, w, fake_agent))
+        sub = await jslog.nc.subscribe(HEARTBEATS_SUBJECT, cb=orchestrator.listen(liveness, loop))
+        try:
+            async with heartbeats(jslog, "n1", "n2"):
+                await c.until("one task per node", lambda: sorted(t.node_id for t in c.running()) == ["n1", "n2"])
+            async with heartbeats(jslog, "n1"):
+                await c.until("n2 down", lambda: c.state.nodes["n2"].status.state == "down")
+                await c.until("both on n1", lambda: [t.node_id for t in c.running()] == ["n1", "n1"])
+            async with heartbeats(jslog, "n1", "n2"):
+                await c.until("n2 ready again", lambda: c.state.nodes["n2"].status.state == "ready")
+        finally:
+            await sub.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(log: JetStreamLog, *nodes: str, period: float = 0.1) -> AsyncIterator[None]:
+    """One agent process hosting `nodes`, heartbeating while the block runs."""
+    payload = msgspec.json.encode(Heartbeat(nodes=list(nodes), period=period))
+
+    async def beat() -> None:
+        while True:
+            await log.nc.publish(subjects.heartbeat(nodes[0]), payload)
+            await asyncio.sleep(period)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,106 @@
+"""Node liveness from heartbeats (issue 3, swarm-behaviour 2.7): down after the grace, ready when heard."""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.heartbeat import Heartbeat
+from services.kernel.reconcile import Decide, combine
+from services.orchestrator.decide import Settings, decider
+from services.orchestrator.liveness import DOWN_MESSAGE, Liveness
+from services.orchestrator.metrics import HEARTBEATS_UNREADABLE
+from tests.unit.test_orchestrator_world import World, summary
+
+
+def beat(*nodes: str, period: float = 1.0) -> bytes:
+    return msgspec.json.encode(Heartbeat(nodes=list(nodes), period=period))
+
+
+def cluster(*nodes: str) -> tuple[World, Liveness]:
+    w = World()
+    for n in nodes:
+        w.node(n)
+    return w, Liveness(started_ns=w.now)
+
+
+def check(w: World, liveness: Liveness) -> list[tuple[str, ...]]:
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    w.apply(decision)
+    return summary(decision, w.state)
+
+
+def test_timers_start_fresh_when_the_process_starts() -> None:
+    w, liveness = cluster("n1")
+    w.tick(2.9)
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    assert decision.intents == [] and w.timers_ms(decision) == [100]
+
+
+def test_a_node_silent_past_three_periods_is_marked_down() -> None:
+    w, liveness = cluster("n1", "n2")
+    w.tick(2)
+    liveness.observe(beat("n2"), w.now)
+    w.tick(1)
+    assert check(w, liveness) == [("node", "n1", "down")]
+    assert w.state.nodes["n1"].status.message == DOWN_MESSAGE
+    assert check(w, liveness) == []
+
+
+def test_a_down_node_heard_from_again_is_ready() -> None:
+    w, liveness = cluster("n1")
+    w.tick(3)
+    check(w, liveness)
+    liveness.observe(beat("n1"), w.now)
+    assert check(w, liveness) == [("node", "n1", "ready")]
+
+
+def test_a_down_node_not_heard_since_start_stays_down() -> None:
+    w, liveness = cluster("n1")
+    w.node_status("n1", "down")
+    assert check(w, liveness) == []
+
+
+def test_grace_follows_the_period_each_agent_announces() -> None:
+    w, liveness = cluster("n1")
+    liveness.observe(beat("n1", period=2.0), w.now)
+    w.tick(5.9)
+    assert check(w, liveness) == []
+    w.tick(0.1)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
+def test_a_fixed_grace_overrides_the_period() -> None:
+    w = World()
+    w.node("n1")
+    liveness = Liveness(started_ns=w.now, grace_s=10)
+    liveness.observe(beat("n1", period=1.0), w.now)
+    w.tick(9)
+    assert check(w, liveness) == []
+
+
+def test_one_heartbeat_speaks_for_every_node_a_sim_agent_hosts() -> None:
+    w, liveness = cluster("n1", "n2", "n3")
+    w.tick(2)
+    assert liveness.observe(beat("n1", "n2", "n3"), w.now) == ["n1", "n2", "n3"]
+    w.tick(2)
+    assert check(w, liveness) == []
+
+
+def test_an_unreadable_heartbeat_is_counted_and_ignored() -> None:
+    w, liveness = cluster("n1")
+    before = HEARTBEATS_UNREADABLE._value.get()
+    assert liveness.observe(b"{not json", w.now) == []
+    assert HEARTBEATS_UNREADABLE._value.get() == before + 1
+
+
+def test_a_node_marked_down_has_its_replicated_tasks_replaced() -> None:
+    w, liveness = cluster("n1", "n2")
+    sid = w.service("web", replicas=2)
+    both: Decide = combine(decider(Settings()), liveness.decide)
+    w.apply(w.decide(both))
+    w.run_all(sid, ["n1", "n2"])
+    w.tick(3)
+    liveness.observe(beat("n2"), w.now)
+    w.apply(w.decide(both, services=set(), nodes=set()))
+    replaced = summary(w.decide(both, services=set(), nodes={"n1"}), w.state)
+    assert sorted(s[0] for s in replaced) == ["created", "desired"]

@@ -1,0 +1,101 @@
+"""Invariants of the orchestrator's `decide` under any sequence of cluster changes (hypothesis).
+
+After every change the orchestrator decides and its decision is applied; then:
+- deciding again on the result proposes nothing (one pass is a complete decision: no duplicates),
+- a replicated service occupies exactly `replicas` slots, none with two tasks desired running,
+- a global service has at most one task desired running per node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
+from schemas.task import TaskState
+from services.orchestrator.replicated import replicas
+from tests.unit.test_orchestrator_world import SECOND, World, summary
+
+NODES = ("n1", "n2", "n3")
+ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick")
+
+policies = st.builds(
+    RestartPolicy,
+    condition=st.sampled_from([None, "any", "on-failure", "none"]),
+    delay=st.sampled_from([None, 0, 2 * SECOND]),
+    max_attempts=st.sampled_from([None, 0, 2]),
+)
+steps = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 11)), max_size=30)
+
+
+def step(w: World, action: str, n: int) -> None:
+    node = NODES[n % len(NODES)]
+    live = [t for t in w.live() if t.status.state == TaskState.RUNNING]
+    match action:
+        case "scale":
+            w.scale("web", n % 6)
+        case "fail" | "complete" if live:
+            w.report(live[n % len(live)].id, TaskState.FAILED if action == "fail" else TaskState.COMPLETE)
+        case "start":
+            _start(w, n)
+        case "stop":
+            _stop(w)
+        case "drain" | "pause" | "activate":
+            w.node_spec(node, availability="active" if action == "activate" else action)
+        case "down" | "ready":
+            w.node_status(node, action)
+        case "tick":
+            w.tick((0.5, 1, 2.5, 61)[n % 4])
+
+
+def _start(w: World, n: int) -> None:
+    """The scheduler and agents: place unplaced live tasks on usable nodes and run desired-running ones."""
+    usable = [x for x in NODES if w.state.nodes[x].status.state == "ready"
+              and w.state.nodes[x].spec.availability == "active"]
+    for i, t in enumerate(w.live()):
+        if not t.node_id and usable:
+            w.assign(t.id, usable[(n + i) % len(usable)])
+        task = w.task(t.id)
+        if task.node_id and task.desired_state == TaskState.RUNNING and task.status.state != TaskState.RUNNING:
+            w.report(t.id, TaskState.RUNNING)
+
+
+def _stop(w: World) -> None:
+    """Agents on reachable nodes stop what they were told to stop."""
+    for t in w.tasks():
+        node = w.state.nodes.get(t.node_id)
+        if (t.desired_state in (TaskState.SHUTDOWN, TaskState.REMOVE) and node is not None
+                and node.status.state != "down" and t.status.state == TaskState.RUNNING):
+            w.report(t.id, TaskState.SHUTDOWN)
+
+
+def check_invariants(w: World) -> None:
+    web = w.state.services["web"]
+    members = [t for t in w.tasks("web") if t.desired_state != TaskState.REMOVE]
+    assert len({t.slot for t in members}) == replicas(web)
+    running = Counter(t.slot for t in members if t.desired_state == TaskState.RUNNING)
+    assert all(n == 1 for n in running.values()), running
+    per_node = Counter(t.node_id for t in w.tasks("mon") if t.desired_state == TaskState.RUNNING)
+    assert all(n == 1 for n in per_node.values()), per_node
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy=policies, initial=st.integers(0, 4), plan=steps)
+def test_decisions_are_complete_and_keep_the_slot_invariants(policy: RestartPolicy, initial: int,
+                                                             plan: list[tuple[str, int]]) -> None:
+    w = World()
+    for node in NODES:
+        w.node(node)
+    w.service("web", replicas=initial, template=TaskSpec(container_spec=ContainerSpec(image="x"),
+                                                         restart_policy=policy))
+    w.service("mon", global_=True)
+    finish: list[tuple[str, int]] = [("tick", 3), ("start", 0)]
+    for action, n in plan + finish:
+        step(w, action, n)
+        first = w.orchestrate()
+        w.apply(first)
+        again = w.orchestrate()
+        assert again.intents == [], (action, summary(first, w.state), summary(again, w.state))
+        check_invariants(w)

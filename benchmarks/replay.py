@@ -159,10 +159,12 @@ class ClusterLife:
             self.fail_task()
         elif roll < 0.90:
             self.remove_service()
-        elif roll < 0.95:
+        elif roll < 0.94:
             self.drain_node()
-        else:
+        elif roll < 0.99:
             self.node_blip()
+        else:
+            self.join_node()
 
     # nodes
 
@@ -546,10 +548,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--services", type=int, default=300, help="services alive at most at once")
     p.add_argument("--rounds", type=int, default=2, help="raw read and replay alternate this many times; best kept")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--store", type=Path, help="nats-server store (default: a temporary directory)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        figures = asyncio.run(measure(args, args.store or Path(tmp)))
+        figures = asyncio.run(measure(args, Path(tmp)))
     print(table(figures, args))
     print(json.dumps(figures.summary()))
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import msgspec
 
 
-class Wire(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True):
-    """Base for Docker-shaped objects: PascalCase on the wire, absent fields left out."""
+class Wire(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True, gc=False):
+    """Base for Docker-shaped objects: PascalCase on the wire, absent fields left out.
+
+    `gc=False`: these records never form reference cycles, and keeping 100,000 tasks out of the
+    cyclic garbage collector's generations saves replay time."""
 
 
-class Fact(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True, frozen=True):
+class Fact(msgspec.Struct, rename="pascal", omit_defaults=True, kw_only=True, frozen=True, gc=False):
     """Base for immutable records on the wire: events and the values inside them that never change."""
 
 
@@ -26,7 +29,7 @@ class Record(Wire, omit_defaults=False):
     """
 
 
-class Version(msgspec.Struct, rename="pascal", frozen=True):
+class Version(msgspec.Struct, rename="pascal", frozen=True, gc=False):
     """An object's version: the stream sequence of the last event that changed it."""
 
     index: int = 0

@@ -10,7 +10,7 @@ from schemas.base import Labels, Record, Version, Wire
 from schemas.service import Platform
 
 
-class NodeSpec(Wire):
+class NodeSpec(Record):
     name: str | None = None
     labels: Labels | None = None
     role: str = "worker"

@@ -79,9 +79,10 @@ class LocalCluster:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive ports that are free now (the plan numbers metrics ports so)."""
+    """The first of `count` consecutive ports that are free now (the plan numbers metrics ports so),
+    below Linux's ephemeral range (32768-60999) so outgoing connections cannot take them meanwhile."""
     for _ in range(200):
-        base = random.randrange(20_000, 60_000 - count)
+        base = random.randrange(20_000, 32_000 - count)
         if all(_free(host, base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")

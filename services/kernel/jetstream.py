@@ -126,10 +126,13 @@ class JetStreamLog:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expect_seq)
             if a.expect_subject:
                 headers["Nats-Expected-Last-Subject-Sequence-Subject"] = a.expect_subject
-        try:
-            await asyncio.wait_for(self._window.acquire(), self.ack_timeout)
-        except TimeoutError as e:
-            raise LogUnavailable(f"{len(self._acks)} appends waiting for acknowledgement") from e
+        if self._window.locked():  # only a full window waits; wait_for per entry would cost a task each
+            try:
+                await asyncio.wait_for(self._window.acquire(), self.ack_timeout)
+            except TimeoutError as e:
+                raise LogUnavailable(f"{len(self._acks)} appends waiting for acknowledgement") from e
+        else:
+            await self._window.acquire()
         self._next += 1
         reply = f"{self._inbox}{self._next}"
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()

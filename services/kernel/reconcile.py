@@ -93,7 +93,6 @@ class Reconciler:
         """How long a woken pass may wait for entries already in the log, so one pass sees a whole burst."""
         self.settle_warn_s = settle_warn_s
         self.retry_s = retry_s
-        self.passes = 0
         self._timers: list[Timer] = []
         self._armed: set[Timer] = set()
 
@@ -114,6 +113,8 @@ class Reconciler:
                 await self._pass(services, nodes)
 
     async def _wait(self) -> None:
+        """Until something changed or a timer is due. (`asyncio.timeout`, not `wait_for`: on 3.11
+        `wait_for` can swallow a cancellation that races with its result, and the loop never stops.)"""
         updated = self.projection.updated
         updated.clear()
         state = self.projection.state
@@ -121,7 +122,8 @@ class Reconciler:
             return  # re-touched after a conflict or an unavailable log
         timeout = max(0.0, (self._timers[0].at_ns - self.clock()) / 1e9) if self._timers else None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(updated.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await updated.wait()
         await self._gather()
 
     async def _gather(self) -> None:
@@ -131,7 +133,8 @@ class Reconciler:
         while self.projection.pending > 0 and (left := deadline - loop.time()) > 0:
             self.projection.updated.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.projection.updated.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.projection.updated.wait()
 
     def _take_due(self, services: set[str], nodes: set[str]) -> bool:
         now = self.clock()
@@ -150,7 +153,6 @@ class Reconciler:
         started = time.perf_counter()
         state = self.projection.state
         decision = self.decide(state, services, nodes, self.clock())
-        self.passes += 1
         for timer in decision.timers:
             if timer not in self._armed:
                 self._armed.add(timer)
@@ -187,7 +189,8 @@ class Reconciler:
         """Read-your-writes. No time-out: deciding on a view without our own writes is worse than waiting."""
         while True:
             try:
-                await asyncio.wait_for(self.projection.wait_for(seq), self.settle_warn_s)
+                async with asyncio.timeout(self.settle_warn_s):
+                    await self.projection.wait_for(seq)
                 return
             except TimeoutError:
                 log.warning("projection has not applied our own writes yet",

@@ -6,6 +6,7 @@ is then: newest snapshot + the tail of the log after its sequence.
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Protocol
 
@@ -105,9 +106,11 @@ class ObjectStoreSnapshots:
 
     async def load(self, name: str) -> bytes | None:
         obs = await self._obs()
+        buffer = io.BytesIO()
         try:
-            result = await obs.get(name)  # type: ignore[attr-defined]
+            # nats-py joins chunks with `data += chunk` unless given a file: quadratic in the size
+            # (0.8 s for 11 MB); writing into a buffer is linear (tens of ms).
+            await obs.get(name, writeinto=buffer)  # type: ignore[attr-defined]
         except nats.js.errors.ObjectNotFoundError:
             return None
-        data: bytes = result.data
-        return data
+        return buffer.getvalue()

@@ -114,7 +114,7 @@ async def test_info_names_the_oldest_ready_manager_as_self(h: Harness) -> None:
     assert swarm["NodeID"] == manager and swarm["LocalNodeState"] == "active" and swarm["ControlAvailable"]
     assert (swarm["Nodes"], swarm["Managers"], swarm["Error"]) == (2, 1, "")
     assert swarm["RemoteManagers"] == [{"NodeID": manager, "Addr": "10.0.0.1:2377"}]
-    assert swarm["Cluster"]["ID"] == h.api.state.cluster.id if h.api.state.cluster else False
+    assert h.api.state.cluster is not None and swarm["Cluster"]["ID"] == h.api.state.cluster.id
     assert "JoinTokens" not in swarm["Cluster"] and worker != manager
 
 
@@ -418,7 +418,7 @@ async def test_nodes_show_role_availability_and_manager_status(h: Harness) -> No
     manager = await h.plane.join("m1", role="manager")
     worker = await h.plane.join("w1")
     nodes = {n["ID"]: n for n in await h.call("GET", "/v1.41/nodes")}
-    assert nodes[manager]["Spec"] == {"Labels": {}, "Role": "manager", "Availability": "active"}
+    assert nodes[manager]["Spec"] == {"Name": None, "Labels": {}, "Role": "manager", "Availability": "active"}
     assert nodes[manager]["ManagerStatus"] == {"Leader": True, "Reachability": "reachable", "Addr": "10.0.0.1:2377"}
     assert nodes[worker]["Spec"]["Role"] == "worker" and nodes[worker]["ManagerStatus"] is None
     assert nodes[worker]["Description"]["Hostname"] == "w1" and nodes[worker]["Status"]["State"] == "ready"
@@ -443,7 +443,7 @@ async def test_node_update_with_version(h: Harness) -> None:
     spec = {"Labels": {"dc": "east"}, "Role": "worker", "Availability": "drain"}
     response = await h.client.post(f"/v1.41/nodes/{node_id}/update", json=spec, params=params)
     assert response.status == 200 and await response.read() == b""
-    assert (await h.call("GET", f"/v1.41/nodes/{node_id}"))["Spec"] == spec
+    assert (await h.call("GET", f"/v1.41/nodes/{node_id}"))["Spec"] == {"Name": None, **spec}
     stale = await h.error("POST", f"/v1.41/nodes/{node_id}/update", 500, spec, params=params)
     assert stale == "rpc error: code = Unknown desc = update out of sequence"
 

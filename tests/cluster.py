@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.agent.executors.process import ProcessExecutor
 from services.cli.plan import Options, plan
 from services.cli.supervisor import Backoff, Supervisor, tail
 from services.cli.up import port_open, prepare
@@ -120,4 +121,16 @@ async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim",
         yield cluster
     finally:
         await supervisor.stop()
+        if options.executor == "process":
+            await remove_task_processes(options)
+
+
+async def remove_task_processes(options: Options) -> None:
+    """Agents leave task processes running when they stop (as Docker leaves containers), so a test
+    that is done with its cluster removes them itself, through the executor that started them."""
+    for i in range(1, options.agents + 1):
+        executor = ProcessExecutor(options.agent_dir(i))
+        for container in await executor.list():
+            await executor.remove(container.task_id)
+        await executor.close()
 

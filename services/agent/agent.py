@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+import aiodocker.exceptions
 import msgspec
 from prometheus_client import REGISTRY
 
@@ -31,6 +33,7 @@ from schemas.events import (
 )
 from services.agent.config import AgentConfig
 from services.agent.executor import Executor
+from services.agent.executors.docker import DockerExecutor
 from services.agent.executors.process import ProcessExecutor
 from services.agent.executors.sim import SimExecutor
 from services.agent.heartbeat import Publish, beat
@@ -125,18 +128,34 @@ def _task_id(event: object) -> str | None:
     return None
 
 
-def make_executor(config: AgentConfig) -> Executor:
+def make_executor(config: AgentConfig, node_ids: list[str]) -> Executor:
     if config.executor == "sim":
         return SimExecutor(start_latency_s=config.sim_start_latency_s, failure_rate=config.sim_failure_rate)
+    if config.executor == "docker":
+        return DockerExecutor(config.engine, node_ids)
     return ProcessExecutor(config.state_dir)
+
+
+async def _engine_info(config: AgentConfig) -> dict[str, Any] | None:
+    """The engine's /info for the node description; an engine that does not answer is a clear error."""
+    if config.executor != "docker":
+        return None
+    probe = DockerExecutor(config.engine, [])
+    try:
+        return await probe.describe()
+    except (OSError, aiodocker.exceptions.DockerError) as e:
+        raise SystemExit(f"the Docker engine at {config.engine} does not answer ({e}); "
+                         "start it or pass --engine / SHOAL_DOCKER_HOST") from e
+    finally:
+        await probe.close()
 
 
 async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     """The agent as a Shoal process (`services.kernel.process.run`)."""
     config = AgentConfig.from_args(args)
-    nodes = identities(config)
-    agent = Agent(rt.log, rt.nc.publish, nodes, make_executor(config), heartbeat_s=config.heartbeat_s,
-                  snapshots=rt.snapshots)
+    nodes = identities(config, await _engine_info(config))
+    executor = make_executor(config, [n.node_id for n in nodes])
+    agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots)
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)

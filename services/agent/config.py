@@ -11,7 +11,7 @@ import platformdirs
 
 from services.kernel.config import env
 
-EXECUTORS = ("process", "sim")
+EXECUTORS = ("process", "sim", "docker")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -41,6 +41,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="node id, task records and task logs; one per agent (env SHOAL_AGENT_STATE_DIR)")
     parser.add_argument("--executor", choices=EXECUTORS, default=env("SHOAL_EXECUTOR", "process"),
                         help="how tasks run (env SHOAL_EXECUTOR)")
+    parser.add_argument("--engine", default=env("SHOAL_DOCKER_HOST", "unix:///var/run/docker.sock"),
+                        help="docker only: the engine to run containers on (env SHOAL_DOCKER_HOST; DOCKER_HOST "
+                             "is deliberately ignored, operators point it at Shoal's own API)")
     parser.add_argument("--addr", default=env("SHOAL_AGENT_ADDR", "127.0.0.1"),
                         help="this node's address, shown as Status.Addr (env SHOAL_AGENT_ADDR)")
     parser.add_argument("--hostname", default=env("SHOAL_AGENT_HOSTNAME", socket.gethostname()),
@@ -67,6 +70,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 class AgentConfig:
     state_dir: Path
     executor: str
+    engine: str
     addr: str
     hostname: str
     role: str
@@ -85,6 +89,7 @@ class AgentConfig:
         return cls(
             state_dir=args.state_dir,
             executor=args.executor,
+            engine=args.engine,
             addr=args.addr,
             hostname=args.hostname,
             role=args.role,

@@ -11,6 +11,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.node import EngineDescription, NodeDescription, NodeResources, NodeSpec
 from schemas.service import Platform
@@ -52,7 +53,19 @@ def machine_resources() -> NodeResources:
     return NodeResources(nano_cpus=cpus * 1_000_000_000, memory_bytes=memory)
 
 
-def identities(config: AgentConfig) -> list[Identity]:
+def engine_description(info: dict[str, Any], hostname: str) -> NodeDescription:
+    """A node as a Docker engine's /info describes its machine: what Swarm reports for a node."""
+    labels = dict(label.partition("=")[::2] for label in info.get("Labels") or [])
+    return NodeDescription(
+        hostname=hostname or str(info.get("Name", "")),
+        platform=Platform(architecture=str(info.get("Architecture", "")), os=str(info.get("OSType", ""))),
+        resources=NodeResources(nano_cpus=int(info.get("NCPU", 0)) * 1_000_000_000,
+                                memory_bytes=int(info.get("MemTotal", 0))),
+        engine=EngineDescription(engine_version=str(info.get("ServerVersion", "")), labels=labels or None),
+    )
+
+
+def identities(config: AgentConfig, engine_info: dict[str, Any] | None = None) -> list[Identity]:
     ids = node_ids(config.state_dir, config.nodes)
     if config.executor == "sim":
         resources = NodeResources(nano_cpus=int(config.sim_cpus * 1e9), memory_bytes=config.sim_memory_bytes)
@@ -64,6 +77,7 @@ def identities(config: AgentConfig) -> list[Identity]:
     out = []
     for i, node_id in enumerate(ids, start=1):
         hostname = config.hostname if len(ids) == 1 else f"{config.hostname}-{i}"
-        description = NodeDescription(hostname=hostname, platform=plat, resources=resources, engine=engine)
+        description = (engine_description(engine_info, hostname) if engine_info is not None else
+                       NodeDescription(hostname=hostname, platform=plat, resources=resources, engine=engine))
         out.append(Identity(node_id=node_id, spec=spec, description=description, addr=config.addr))
     return out

@@ -40,7 +40,7 @@ async def until(view: Projection, condition: Callable[[], bool]) -> None:
 
 
 async def test_sim_agent_runs_many_nodes_through_one_consumer(jslog: JetStreamLog, tmp_path: Path) -> None:
-    config = AgentConfig(state_dir=tmp_path, executor="sim", addr="127.0.0.1", hostname="sim", role="worker",
+    config = AgentConfig(state_dir=tmp_path, executor="sim", engine="", addr="127.0.0.1", hostname="sim", role="worker",
                          labels={}, heartbeat_s=0.1, nodes=NODES, sim_start_latency_s=0.01, sim_failure_rate=0.0,
                          sim_cpus=1, sim_memory_bytes=1 << 30)
     nodes = identities(config)

@@ -39,7 +39,7 @@ S = TaskState
 
 
 def config(state_dir: Path, nodes: int = 1) -> AgentConfig:
-    return AgentConfig(state_dir=state_dir, executor="sim", addr="10.0.0.7", hostname="box", role="worker",
+    return AgentConfig(state_dir=state_dir, executor="sim", engine="", addr="10.0.0.7", hostname="box", role="worker",
                        labels={"zone": "a"}, heartbeat_s=0.02, nodes=nodes, sim_start_latency_s=0.0,
                        sim_failure_rate=0.0, sim_cpus=2, sim_memory_bytes=1 << 30)
 

@@ -45,6 +45,9 @@ class Exits:
 
 
 class ExecutorContract(abc.ABC):
+    image = "busybox"
+    """What the tasks' ContainerSpec names; ignored by process and sim, a local image for docker."""
+
     @abc.abstractmethod
     def new_executor(self) -> Executor:
         """A new instance on the same machine as every earlier one in this test."""
@@ -76,7 +79,7 @@ class ExecutorContract(abc.ABC):
         return executor
 
     def task(self, spec: ContainerSpec) -> Task:
-        spec = ContainerSpec(image="busybox", command=spec.command, args=spec.args, env=spec.env,
+        spec = ContainerSpec(image=self.image, command=spec.command, args=spec.args, env=spec.env,
                              stop_grace_period=int(GRACE_S * 1e9))
         task = Task(id=new_id(), node_id="node1", service_id="svc1", spec=TaskSpec(container_spec=spec))
         self.task_ids.append(task.id)

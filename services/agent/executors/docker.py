@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from typing import Any
 
 import aiodocker
@@ -70,7 +71,7 @@ def create_config(task: Task) -> dict[str, Any]:
         "WorkingDir": spec.dir or "",
         "Tty": bool(spec.tty),
         "OpenStdin": bool(spec.open_stdin),
-        "StopTimeout": int(stop_grace_s(task)),
+        "StopTimeout": _whole_seconds(task),
         "HostConfig": host,
     }
     if spec.command:
@@ -86,6 +87,11 @@ def create_config(task: Task) -> dict[str, Any]:
             "StartPeriod": spec.healthcheck.start_period,
         }.items() if v is not None}
     return config
+
+
+def _whole_seconds(task: Task) -> int:
+    """The engine counts the stop grace in whole seconds; round up so a task never gets less."""
+    return math.ceil(stop_grace_s(task))
 
 
 def _observe(info: dict[str, Any]) -> Container:
@@ -156,7 +162,9 @@ class DockerExecutor:
         return Container(task_id=task.id, node_id=task.node_id, phase=Phase.CREATED, container_id=created.id)
 
     async def start(self, task: Task) -> Container:
-        cid = self._ids.get(task.id) or (await self.prepare(task)).container_id
+        cid = self._ids.get(task.id) or getattr(await self._find(task.id), "container_id", "")
+        if not cid:
+            raise ExecutorError(f"task {task.id} has no container: prepare it first")
         container = self.docker.containers.container(cid)
         try:
             await container.start()
@@ -170,7 +178,7 @@ class DockerExecutor:
         if not cid:
             return Container(task_id=task.id, node_id=task.node_id, phase=Phase.EXITED)
         try:
-            await self.docker.containers.container(cid).stop(t=int(stop_grace_s(task)))
+            await self.docker.containers.container(cid).stop(t=_whole_seconds(task))
         except DockerError as e:
             if e.status not in (304, 404):
                 raise ExecutorError(_message(e), temporary=True) from e

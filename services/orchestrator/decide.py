@@ -49,8 +49,7 @@ def is_global(service: Service) -> bool:
 def is_replicated(service: Service) -> bool:
     """A spec without a mode is replicated, as in Docker."""
     mode = service.spec.mode
-    return mode is None or mode.replicated is not None or (mode.global_ is None and mode.replicated_job is None
-                                                           and mode.global_job is None)
+    return mode is None or (mode.global_ is None and mode.replicated_job is None and mode.global_job is None)
 
 
 def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:

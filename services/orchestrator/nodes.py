@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from schemas.node import Node
+from schemas.service import TaskSpec
+from services.kernel import constraints
 
 DOWN = "down"
 READY = "ready"
@@ -18,5 +20,12 @@ def takes_new_tasks(node: Node) -> bool:
     return node.status.state == READY and node.spec.availability == "active"
 
 
-def is_drained(node: Node | None) -> bool:
-    return node is not None and node.spec.availability == "drain"
+
+def wanted_constraints(spec: TaskSpec | None) -> list[constraints.Constraint]:
+    """A template's placement constraints; unparseable ones are ignored, as swarmkit's orchestrators
+    do (the API rejects them, so only an old or hand-written event can carry one)."""
+    placement = spec.placement if spec is not None else None
+    try:
+        return constraints.parse_all(placement.constraints if placement else None)
+    except constraints.ConstraintError:
+        return []

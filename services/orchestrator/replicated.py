@@ -9,7 +9,7 @@ from schemas.service import Service
 from schemas.task import Task, TaskState
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import slots, tasks
+from services.orchestrator import slots, tasks, update
 
 
 def replicas(service: Service) -> int:
@@ -29,8 +29,12 @@ def reconcile(state: ClusterState, service: Service, now_ns: int, history_defaul
     for number in keep[wanted:]:
         leaving.extend(by_slot[number])
     out.intents.extend(tasks.retire_all(leaving, state))
-    for number in keep[:wanted]:
-        slots.reconcile(state, slots.Slot(service, number, "", by_slot[number]), now_ns, history_default, out)
+    kept = [slots.Slot(service, number, "", by_slot[number]) for number in keep[:wanted]]
+    planned = update.plan(state, service, kept, now_ns, out)
+    if planned.rolled_back:
+        return
+    for slot, n in zip(kept, planned.created, strict=True):
+        slots.reconcile(state, slot, now_ns, history_default, out, created=n, replaced=planned.replaced)
     for number in _free_numbers(set(by_slot), wanted - len(keep)):
         out.intents.append(tasks.create(service, slot=number))
 
@@ -54,8 +58,8 @@ def keep_order(by_slot: dict[int, list[Task]]) -> list[int]:
 
 
 def _serving(members: list[Task]) -> list[Task]:
-    """The tasks that stand for a slot: its live ones, or its newest when none is live."""
-    return [t for t in members if tasks.is_live(t)] or [tasks.newest(members)]
+    """The tasks that stand for a slot: its live ones, or its latest when none is live."""
+    return [t for t in members if tasks.is_live(t)] or [tasks.latest(members)]
 
 
 def _free_numbers(taken: set[int], count: int) -> list[int]:

@@ -9,6 +9,7 @@ keeps its slot, which is how `none`/`on-failure`/MaxAttempts leave a service bel
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from schemas.service import Service, TaskSpec
@@ -16,7 +17,7 @@ from schemas.task import RANK, Task, TaskState
 from services.kernel.reconcile import Decision, Timer
 from services.kernel.state import ClusterState
 from services.orchestrator import tasks
-from services.orchestrator.nodes import DOWN, is_drained, is_invalid
+from services.orchestrator.nodes import DOWN, is_invalid
 from services.orchestrator.restart import STOP_WAIT_NS, RestartPolicy, history_limit
 
 
@@ -34,36 +35,37 @@ class Slot:
     """No task may stay (global: node drained, down, or no longer matching the constraints)."""
 
 
-def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int, out: Decision) -> None:
+def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int, out: Decision,
+              created: int = 0, replaced: Collection[str] = ()) -> None:
+    """`created` and `replaced`: tasks the rolling update started, and told to stop, in this pass."""
     live = [t for t in slot.members if tasks.is_live(t)]
-    created = 0
     if slot.must_stop:
         out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in live)
     else:
-        healthy = {t.id for t in live if not _is_dead(t, state)}
+        healthy = {t.id for t in live if not is_dead(t, state)}
         dead = [t for t in live if t.id not in healthy]
         if healthy:
             out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in dead)
             others = [t for t in slot.members if t.id not in healthy]
             for t in live:
-                if t.id in healthy and t.desired_state == TaskState.READY:
+                if t.id in healthy and t.desired_state == TaskState.READY and t.id not in replaced:
                     _start_when_due(state, slot, t, others, now_ns, out)
         elif dead:
-            created = _restart(state, slot, dead, now_ns, out)
+            created += _restart(state, slot, dead, now_ns, out)
         elif slot.members:
-            created = _refill(slot, now_ns, out)
+            created += _refill(slot, now_ns, out)
     out.intents.extend(tasks.orphan(t) for t in slot.members if _stranded(t, state))
     _prune(slot, created, history_default, out)
 
 
-def _is_dead(task: Task, state: ClusterState) -> bool:
+def is_dead(task: Task, state: ClusterState) -> bool:
     return tasks.has_stopped(task) or (bool(task.node_id) and is_invalid(state.nodes.get(task.node_id)))
 
 
 def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out: Decision) -> int:
     """Old task desired `shutdown` and its replacement in one batch, as swarmkit does in one transaction.
     A replacement that dies before its own delay expired waits that delay out (no tight loops)."""
-    last = tasks.newest(dead)
+    last = tasks.latest(dead)
     policy = RestartPolicy.of(last.spec)
     if last.desired_state == TaskState.READY:
         gate = tasks.created_ns(last) + policy.delay_ns
@@ -73,7 +75,7 @@ def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out
     out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in dead)
     if not (slot.can_run and policy.should_restart(last, slot.members, now_ns)):
         return 0
-    held = _held_until(state, slot.members, slot.service.spec.task_template, now_ns, now_ns)
+    held = held_until(state, slot.members, slot.service.spec.task_template, now_ns, now_ns)
     desired = TaskState.RUNNING if held is None else TaskState.READY
     out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id, desired=desired))
     return 1
@@ -82,7 +84,7 @@ def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out
 def _refill(slot: Slot, now_ns: int, out: Decision) -> int:
     """Nothing live, nothing dying: a global node coming back (or a restart cut short by a crash).
     Start a task at once unless the policy says the last one stays dead."""
-    last = tasks.newest(slot.members)
+    last = tasks.latest(slot.members)
     if slot.can_run and RestartPolicy.of(last.spec).should_restart(last, slot.members, now_ns):
         out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id))
         return 1
@@ -91,25 +93,36 @@ def _refill(slot: Slot, now_ns: int, out: Decision) -> int:
 
 def _start_when_due(state: ClusterState, slot: Slot, task: Task, others: list[Task], now_ns: int,
                     out: Decision) -> None:
-    held = _held_until(state, others, task.spec, tasks.created_ns(task), now_ns)
+    held = held_until(state, others, task.spec, tasks.created_ns(task), now_ns)
     if held is None:
         out.intents.append(tasks.set_desired(task, TaskState.RUNNING))
     else:
         out.timers.append(Timer(held, service_id=slot.service.id))
 
 
-def _held_until(state: ClusterState, others: list[Task], spec: TaskSpec | None, born_ns: int,
+def held_until(state: ClusterState, others: list[Task], spec: TaskSpec | None, born_ns: int,
                 now_ns: int) -> int | None:
     """When a replacement born at `born_ns` may start (None: now): after its restart delay, and once
-    the tasks it replaces have stopped (or their node is down, or a minute went by). Leaving a
-    drained node skips the delay. A replacement that may start at once is created `running`."""
+    the tasks it replaces have stopped (or their node is down, or a minute went by). A task replaced
+    while healthy (its node drained, a rolling update) needs no restart delay. A replacement that may
+    start at once is created `running`."""
     before = tasks.newest(others) if others else None
-    leaving_drain = before is not None and is_drained(state.nodes.get(before.node_id))
-    due = born_ns + (0 if leaving_drain else RestartPolicy.of(spec).delay_ns)
+    on_purpose = before is not None and _replaced_on_purpose(before, state)
+    due = born_ns + (0 if on_purpose else RestartPolicy.of(spec).delay_ns)
     waiting = any(_may_still_run(t, state) for t in others)
     if now_ns >= due and (not waiting or now_ns >= born_ns + STOP_WAIT_NS):
         return None
     return due if now_ns < due else born_ns + STOP_WAIT_NS
+
+
+_ENDED_ON_ITS_OWN = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED, TaskState.ORPHANED})
+
+
+def _replaced_on_purpose(task: Task, state: ClusterState) -> bool:
+    """Neither ended on its own nor lost with its node: the orchestrator chose to replace it."""
+    node = state.nodes.get(task.node_id)
+    lost = bool(task.node_id) and (node is None or node.status.state == DOWN)
+    return task.status.state not in _ENDED_ON_ITS_OWN and not lost
 
 
 def _may_still_run(task: Task, state: ClusterState) -> bool:

@@ -46,12 +46,28 @@ def created_ns(task: Task) -> int:
         return 0
 
 
+def status_ns(task: Task) -> int:
+    """When the task last changed observed state."""
+    try:
+        return parse_ns(task.status.timestamp)
+    except ValueError:
+        return 0
+
+
 def _age_key(task: Task) -> tuple[str, str]:
     return (task.created_at, task.id)
 
 
 def newest(tasks: Iterable[Task]) -> Task:
+    """The most recently created: the one that replaced the others."""
     return max(tasks, key=_age_key)
+
+
+def latest(tasks: Iterable[Task]) -> Task:
+    """The one whose state changed last: in a slot with nothing live, its fate is the slot's (swarmkit
+    judges by status time too). A task created and stopped before it ever ran does not outrank the
+    one that ran and then ended."""
+    return max(tasks, key=lambda t: (status_ns(t), *_age_key(t)))
 
 
 def oldest_first(tasks: Iterable[Task]) -> list[Task]:

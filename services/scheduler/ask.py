@@ -19,6 +19,8 @@ class Ask:
     host_ports: frozenset[tuple[str, int]] = frozenset()
     """(protocol, published port) pairs published in `host` mode: they need the port free on the node."""
     max_replicas: int = 0
+    preferences: tuple[str, ...] = ()
+    """Spread descriptors, highest precedence first (`node.labels.dc`)."""
 
     @classmethod
     def of(cls, task: Task, service: Service | None) -> Ask:
@@ -33,6 +35,8 @@ class Ask:
             platforms=tuple(placement.platforms or ()) if placement else (),
             host_ports=published_host_ports(service),
             max_replicas=(placement.max_replicas or 0) if placement else 0,
+            preferences=tuple(p.spread.spread_descriptor for p in (placement.preferences or ()) if p.spread)
+            if placement else (),
         )
 
 

@@ -10,7 +10,6 @@ this very pass may change why they wait, so the reason written is never stale.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from services.kernel.writer import Intent
 from services.scheduler import filters
 from services.scheduler.ask import Ask
 from services.scheduler.nodeinfo import NodeInfo, tally
-from services.scheduler.ranking import Rank, RecentFailures, rank
+from services.scheduler.ranking import RecentFailures
+from services.scheduler.spread import Tree
 
 NO_SUITABLE_NODE = "no suitable node"
 NO_NODES = "no_nodes"
@@ -122,28 +122,17 @@ def _confirm(service: Service, task: Task, infos: dict[str, NodeInfo], out: Plac
 def _place_group(service: Service, group: list[Task], infos: dict[str, NodeInfo], failures: Counter[str],
                  out: Placement) -> None:
     """Tasks of one service and spec version ask the same of every node: filter the nodes once, then
-    hand tasks to the best-ranked node, re-ranking it after each (which spreads them)."""
+    hand each task to the best place, re-ranking after each (which spreads them)."""
     ask = Ask.of(group[0], service)
     pipeline = filters.enabled(ask)
-    heap: list[Rank] = [rank(i, service.id, failures) for i in infos.values()
-                        if filters.rejection(pipeline, ask, i) is None]
-    heapq.heapify(heap)
+    tree = Tree(infos, ask, pipeline, failures)
     for placed, task in enumerate(group):
-        info = _best(heap, infos, pipeline, ask)
+        info = tree.take()
         if info is None:
             out.unplaced.append(_Unplaced(group[placed:], ask, pipeline, list(infos.values()), preassigned=False))
             return
         out.assign(task, info, ask)
-        heapq.heappush(heap, rank(info, service.id, failures))
-
-
-def _best(heap: list[Rank], infos: dict[str, NodeInfo], pipeline: list[filters.Filter], ask: Ask) -> NodeInfo | None:
-    """The best node that still passes (placing tasks may have filled it up)."""
-    while heap:
-        info = infos[heapq.heappop(heap)[-1]]
-        if filters.rejection(pipeline, ask, info) is None:
-            return info
-    return None
+        tree.took(info)
 
 
 class Scheduler:

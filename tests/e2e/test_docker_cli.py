@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -61,14 +62,16 @@ def _docker_binary() -> str:
 
 
 @pytest.fixture
-def gateway(nats: NatsServer) -> Iterator[Gateway]:
+def gateway(nats: NatsServer, tmp_path: Path) -> Iterator[Gateway]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.api", "--nats", nats.url, "--addr", f"127.0.0.1:{port}"],
-        env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.api", "--nats", nats.url, "--addr", f"127.0.0.1:{port}"],
+            env=child_env(), stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     try:
-        _wait_listening(port, proc)
+        _wait_listening(port, proc, log_path)
         yield Gateway(docker_host=f"tcp://127.0.0.1:{port}", process=proc)
     finally:
         proc.terminate()
@@ -78,12 +81,11 @@ def gateway(nats: NatsServer) -> Iterator[Gateway]:
             proc.kill()
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            stderr = proc.stderr.read().decode() if proc.stderr is not None else ""
-            raise RuntimeError(f"the api exited with {proc.returncode}:\n{stderr[-3000:]}")
+            raise RuntimeError(f"the api exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             return
@@ -93,7 +95,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def docker(gateway: Gateway, tmp_path: os.PathLike[str]) -> Docker:
+def docker(gateway: Gateway, tmp_path: Path) -> Docker:
     _docker_binary()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env.update(DOCKER_HOST=gateway.docker_host, DOCKER_CONFIG=str(tmp_path))

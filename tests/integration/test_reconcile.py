@@ -36,6 +36,7 @@ from schemas.service import (
     ServiceMode,
     ServiceSpec,
     TaskSpec,
+    UpdateConfig,
 )
 from schemas.task import RANK, Task, TaskState, TaskStatus
 from services.kernel import subjects
@@ -75,10 +76,14 @@ def fake_agent(state: ClusterState, services: set[str], nodes: set[str], now_ns:
         if not task.node_id or RANK[task.status.state] > RANK[TaskState.RUNNING]:
             continue
         if task.desired_state == TaskState.RUNNING and task.status.state != TaskState.RUNNING:
-            out.intents.append(_report(task, TaskState.RUNNING))
+            out.intents.append(_report(task, TaskState.FAILED if _image(task).startswith("bad") else TaskState.RUNNING))
         elif RANK[task.desired_state] > RANK[TaskState.RUNNING]:
             out.intents.append(_report(task, TaskState.SHUTDOWN))
     return out
+
+
+def _image(task: Task) -> str:
+    return task.spec.container_spec.image if task.spec.container_spec else ""
 
 
 def _report(task: Task, state: TaskState) -> Intent:
@@ -169,11 +174,11 @@ def node(node_id: str, memory: int = 8 * GIB) -> NodeJoined:
                                                                                             memory_bytes=memory)))
 
 
-def web(replicas: int, memory: int = 0) -> ServiceSpec:
+def web(replicas: int, memory: int = 0, image: str = "nginx", update: UpdateConfig | None = None) -> ServiceSpec:
     resources = Resources(reservations=ResourceReservations(memory_bytes=memory)) if memory else None
     return ServiceSpec(name="web", mode=ServiceMode(replicated=ReplicatedService(replicas=replicas)),
-                       task_template=TaskSpec(container_spec=ContainerSpec(image="nginx"), restart_policy=QUICK,
-                                              resources=resources))
+                       task_template=TaskSpec(container_spec=ContainerSpec(image=image), restart_policy=QUICK,
+                                              resources=resources), update_config=update, rollback_config=update)
 
 
 async def start_control_plane(c: Cluster, liveness: Liveness | None = None) -> None:
@@ -205,6 +210,34 @@ async def test_a_service_runs_is_repaired_scales_and_goes(cluster: Cluster) -> N
     await c.until("2 running again", lambda: c.running_slots() == [1, 2])
     await c.append(ServiceRemoved(service_id="web"))
     await c.until("removed with its tasks", lambda: not c.state.tasks)
+
+
+async def test_a_rolling_update_two_at_a_time_completes_and_a_failing_one_rolls_back(cluster: Cluster) -> None:
+    c = cluster
+    await start_control_plane(c)
+    config = UpdateConfig(parallelism=2, monitor=200_000_000, failure_action="rollback")
+    await c.append(node("n1"), node("n2"), ServiceCreated(service_id="web", spec=web(10, update=config)))
+    await c.until("10 running", lambda: len(c.running()) == 10)
+
+    await c.append(ServiceUpdated(service_id="web", spec=web(10, image="nginx:2", update=config)))
+    most = 0
+
+    def updated() -> bool:
+        nonlocal most
+        most = max(most, len({t.slot for t in c.state.tasks_of_service("web")
+                              if _image(t) == "nginx:2" and t.status.state != TaskState.RUNNING
+                              and RANK[t.desired_state] <= RANK[TaskState.RUNNING]}))
+        status = c.state.services["web"].update_status
+        return status is not None and status.state == "completed"
+
+    await c.until("the update completed", updated)
+    assert {_image(t) for t in c.running()} == {"nginx:2"} and len(c.running()) == 10
+    assert most <= 2
+
+    await c.append(ServiceUpdated(service_id="web", spec=web(10, image="bad:1", update=config)))
+    await c.until("rolled back", lambda: (s := c.state.services["web"].update_status) is not None
+                  and s.state == "rollback_completed")
+    assert {_image(t) for t in c.running()} == {"nginx:2"} and len(c.running()) == 10
 
 
 async def test_a_restarted_orchestrator_converges_without_duplicates(cluster: Cluster) -> None:

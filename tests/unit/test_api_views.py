@@ -123,7 +123,7 @@ def test_self_is_the_configured_node_else_the_oldest_ready_manager_else_the_olde
 def test_node_view_spells_out_role_availability_and_manager_status() -> None:
     state = nodes()
     worker = node_view(state.nodes["w-old"], "m-ready")
-    assert worker["Spec"] == {"Labels": {}, "Role": "worker", "Availability": "active"}
+    assert worker["Spec"] == {"Name": None, "Labels": {}, "Role": "worker", "Availability": "active"}
     assert worker["ManagerStatus"] is None
     leader = node_view(state.nodes["m-ready"], "m-ready")["ManagerStatus"]
     assert leader == {"Leader": True, "Reachability": "reachable", "Addr": "10.1.1.1:2377"}

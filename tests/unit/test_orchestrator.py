@@ -7,7 +7,7 @@ import pytest
 
 from schemas.events import TaskCreated
 from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
-from schemas.task import Task, TaskState
+from schemas.task import TaskState
 from services.orchestrator.decide import Settings
 from services.orchestrator.tasks import ORPHANED_MESSAGE
 from tests.unit.test_orchestrator_world import SECOND, World, summary
@@ -28,10 +28,6 @@ def running(replicas: int = 3, template: TaskSpec | None = None, nodes: tuple[st
 
 def policy(**fields: object) -> TaskSpec:
     return TaskSpec(container_spec=ContainerSpec(image="nginx"), restart_policy=RestartPolicy(**fields))  # type: ignore[arg-type]
-
-
-def created_tasks(w: World, decision_events: list[TaskCreated]) -> list[Task]:
-    return [ev.task for ev in decision_events]
 
 
 # -- replicated: counting slots ----------------------------------------------------------------
@@ -126,18 +122,13 @@ def test_scale_down_leaves_no_history_of_the_removed_slot() -> None:
     assert [t.slot for t in w.tasks(sid)] == [1]
 
 
-def test_changing_only_the_spec_restarts_nothing_but_replacements_use_the_new_spec() -> None:
-    w, sid = running(replicas=2, template=policy(delay=0))
-    new = policy(delay=0, condition="any")
-    w.update(sid, task_template=TaskSpec(container_spec=ContainerSpec(image="nginx:2"),
-                                         restart_policy=new.restart_policy))
-    assert w.orchestrate().intents == []
+def test_a_replacement_uses_the_spec_of_the_service_at_restart_time() -> None:
+    w, sid = running(replicas=1, template=policy(delay=0))
     victim = w.tasks(sid)[0]
-    w.report(victim.id, TaskState.FAILED)
-    decision = w.orchestrate()
-    created = [i.event.task for i in decision.intents if isinstance(i.event, TaskCreated)]
-    assert [(t.slot, t.spec.container_spec.image if t.spec.container_spec else None) for t in created] == [
-        (victim.slot, "nginx:2")]
+    w.update(sid, task_template=policy(delay=0, condition="on-failure"))
+    w.report(victim.id, TaskState.FAILED)  # before the rolling update got to it
+    created = [i.event.task for i in w.orchestrate().intents if isinstance(i.event, TaskCreated)]
+    assert [(t.slot, t.spec) for t in created] == [(victim.slot, w.state.services[sid].spec.task_template)]
     assert created[0].spec_version == w.state.services[sid].spec_version
 
 

@@ -1,8 +1,11 @@
 """Invariants of the orchestrator's `decide` under any sequence of cluster changes (hypothesis).
 
 After every change the orchestrator decides and its decision is applied; then:
-- deciding again on the result proposes nothing (one pass is a complete decision: no duplicates),
-- a replicated service occupies exactly `replicas` slots, none with two tasks desired running,
+- deciding again on the result creates nothing and changes no live task (one pass is a complete
+  decision: no duplicates); it may only prune history the first pass made prunable (a task stopped
+  in a pass cannot also be deleted in it), and after a rollback the restored spec gets its own pass,
+- a replicated service occupies exactly `replicas` slots, none with two tasks desired running
+  (except side by side during a start-first update),
 - a global service has at most one task desired running per node.
 """
 
@@ -10,16 +13,18 @@ from __future__ import annotations
 
 from collections import Counter
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
+from schemas.service import ContainerSpec, RestartPolicy, TaskSpec, UpdateConfig
 from schemas.task import TaskState
 from services.orchestrator.replicated import replicas
 from tests.unit.test_orchestrator_world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
-ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick")
+ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick",
+           "update")
 
 policies = st.builds(
     RestartPolicy,
@@ -27,6 +32,9 @@ policies = st.builds(
     delay=st.sampled_from([None, 0, 2 * SECOND]),
     max_attempts=st.sampled_from([None, 0, 2]),
 )
+updates = st.builds(UpdateConfig, parallelism=st.sampled_from([None, 0, 2]),
+                    order=st.sampled_from([None, "start-first"]),
+                    failure_action=st.sampled_from([None, "continue", "rollback"]))
 steps = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 11)), max_size=30)
 
 
@@ -48,6 +56,11 @@ def step(w: World, action: str, n: int) -> None:
             w.node_status(node, action)
         case "tick":
             w.tick((0.5, 1, 2.5, 61)[n % 4])
+        case "update":
+            template = w.state.services["web"].spec.task_template
+            assert template is not None
+            w.update("web", task_template=msgspec.structs.replace(
+                template, container_spec=ContainerSpec(image=f"x:{n}")))
 
 
 def _start(w: World, n: int) -> None:
@@ -76,26 +89,33 @@ def check_invariants(w: World) -> None:
     members = [t for t in w.tasks("web") if t.desired_state != TaskState.REMOVE]
     assert len({t.slot for t in members}) == replicas(web)
     running = Counter(t.slot for t in members if t.desired_state == TaskState.RUNNING)
-    assert all(n == 1 for n in running.values()), running
+    config = web.spec.update_config
+    side_by_side = 2 if config is not None and config.order == "start-first" else 1
+    assert all(n <= side_by_side for n in running.values()), running
     per_node = Counter(t.node_id for t in w.tasks("mon") if t.desired_state == TaskState.RUNNING)
     assert all(n == 1 for n in per_node.values()), per_node
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(policy=policies, initial=st.integers(0, 4), plan=steps)
-def test_decisions_are_complete_and_keep_the_slot_invariants(policy: RestartPolicy, initial: int,
-                                                             plan: list[tuple[str, int]]) -> None:
+@given(policy=policies, update=updates, initial=st.integers(0, 4), plan=steps)
+def test_decisions_are_complete_and_keep_the_slot_invariants(policy: RestartPolicy, update: UpdateConfig,
+                                                             initial: int, plan: list[tuple[str, int]]) -> None:
     w = World()
     for node in NODES:
         w.node(node)
     w.service("web", replicas=initial, template=TaskSpec(container_spec=ContainerSpec(image="x"),
-                                                         restart_policy=policy))
+                                                         restart_policy=policy), update_config=update)
     w.service("mon", global_=True)
     finish: list[tuple[str, int]] = [("tick", 3), ("start", 0)]
     for action, n in plan + finish:
         step(w, action, n)
         first = w.orchestrate()
         w.apply(first)
+        if ("service", "rollback") in summary(first, w.state):
+            w.apply(w.orchestrate())  # a rolled-back spec is a new spec: it is decided for in its own pass
         again = w.orchestrate()
-        assert again.intents == [], (action, summary(first, w.state), summary(again, w.state))
+        late = summary(again, w.state)
+        assert all(s[0] == "removed" for s in late), (action, summary(first, w.state), late)
+        w.apply(again)
+        assert w.orchestrate().intents == []
         check_invariants(w)

@@ -25,6 +25,7 @@ from schemas.events import (
     TaskPending,
     TaskRemoved,
     TaskStatusChanged,
+    UpdateStatusChanged,
 )
 from schemas.node import EngineDescription, NodeDescription, NodeResources, NodeSpec
 from schemas.service import (
@@ -183,6 +184,8 @@ class World:
             return 0
         if isinstance(ev, NodeStatusChanged):
             return self.state.nodes[ev.node_id].version.index
+        if isinstance(ev, (UpdateStatusChanged, ServiceUpdated)):
+            return self.state.services[ev.service_id].version.index
         task_id = ev.task.id if isinstance(ev, TaskAssigned) else getattr(ev, "task_id", "")
         task = self.state.tasks.get(task_id)
         return task.version.index if task is not None else -1
@@ -191,7 +194,7 @@ class World:
 def summary(decision: Decision, state: ClusterState) -> list[Summary]:
     """Decisions as short tuples a table can spell: ("created", slot, node, desired), ("desired",
     task, state), ("removed", task), ("status", task, state), ("assigned", task, node),
-    ("pending", task, err), ("node", node, state)."""
+    ("pending", task, err), ("node", node, state), ("update", state), ("service", "rollback")."""
     return [_summarise(intent.event, state) for intent in decision.intents]
 
 
@@ -211,4 +214,8 @@ def _summarise(ev: AnyEvent, state: ClusterState) -> Summary:
             return ("pending", tid, err)
         case NodeStatusChanged(node_id=node, state=s):
             return ("node", node, s)
+        case UpdateStatusChanged(update_status=status):
+            return ("update", status.state if status else "")
+        case ServiceUpdated(rollback=rollback):
+            return ("service", "rollback" if rollback else "update")
     raise AssertionError(f"unexpected event {ev}")

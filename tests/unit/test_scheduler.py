@@ -3,16 +3,22 @@ it rejected a node; spread; the pending message; batching; retries when somethin
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
+import msgspec
 import pytest
 
 from schemas.events import TaskAssigned
 from schemas.service import (
     EndpointSpec,
     Placement,
+    PlacementPreference,
     Platform,
     PortConfig,
     ResourceReservations,
     Resources,
+    SpreadOver,
     TaskSpec,
 )
 from schemas.task import TaskState
@@ -159,7 +165,7 @@ def test_nodes_where_the_service_failed_five_times_recently_rank_last() -> None:
          "unsupported platform on 1 node"),
     ],
 )
-def test_a_filter_rejects_the_node_and_says_why(rule: str, node: dict[str, object], ask: dict[str, object],
+def test_a_filter_rejects_the_node_and_says_why(rule: str, node: dict[str, object], ask: dict[str, Any],
                                                   err: str) -> None:
     w = World()
     status = node.pop("status", None)
@@ -178,7 +184,8 @@ def test_a_filter_rejects_the_node_and_says_why(rule: str, node: dict[str, objec
         ("constraints: values compare case-insensitively", {"labels": {"zone": "EU"}},
          {"constraints": ["node.labels.zone==eu"]}),
         ("constraints: a missing label is empty, so != matches", {}, {"constraints": ["node.labels.gpu!=yes"]}),
-        ("constraints: engine.labels", {"engine_labels": {"ssd": "true"}}, {"constraints": ["engine.labels.ssd==true"]}),
+        ("constraints: engine.labels", {"engine_labels": {"ssd": "true"}},
+         {"constraints": ["engine.labels.ssd==true"]}),
         ("constraints: node.platform.os", {}, {"constraints": ["node.platform.os==linux"]}),
         ("constraints: node.ip inside a CIDR", {"addr": "10.1.2.3"}, {"constraints": ["node.ip==10.1.0.0/16"]}),
         ("constraints: all must hold", {"role": "manager", "labels": {"zone": "eu"}},
@@ -189,7 +196,7 @@ def test_a_filter_rejects_the_node_and_says_why(rule: str, node: dict[str, objec
         ("platforms: any one of them", {}, {"platforms": [Platform(os="windows"), Platform(os="linux")]}),
     ],
 )
-def test_a_filter_lets_a_matching_node_through(rule: str, node: dict[str, object], ask: dict[str, object]) -> None:
+def test_a_filter_lets_a_matching_node_through(rule: str, node: dict[str, object], ask: dict[str, Any]) -> None:
     w = World()
     w.node("n1", **node)  # type: ignore[arg-type]
     sid = with_service(w, **ask)
@@ -358,3 +365,79 @@ def test_global_tasks_count_against_the_node_before_others_are_placed() -> None:
     w.apply(w.orchestrate())
     schedule(w)
     assert placed_on(w, mon) == ["n1"] and placed_on(w, web) == ["n1"]
+
+
+# -- placement preferences ---------------------------------------------------------------------
+
+
+def spread_over(*descriptors: str, **ask: Any) -> TaskSpec:
+    base = template(**ask)
+    assert base.placement is not None
+    return msgspec.structs.replace(base, placement=msgspec.structs.replace(
+        base.placement, preferences=[PlacementPreference(spread=SpreadOver(spread_descriptor=d)) for d in descriptors]))
+
+
+def dc_cluster(w: World) -> None:
+    w.node("a1", labels={"dc": "a"})
+    w.node("a2", labels={"dc": "a"})
+    w.node("b1", labels={"dc": "b"})
+
+
+def test_preference_spreads_evenly_over_label_values_before_nodes() -> None:
+    w = World()
+    dc_cluster(w)
+    sid = w.service("web", replicas=4, template=spread_over("node.labels.dc"))
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert placed_on(w, sid) == ["a1", "a2", "b1", "b1"]
+
+
+def test_preference_counts_the_tasks_already_there() -> None:
+    w = World()
+    dc_cluster(w)
+    sid = w.service("web", replicas=2, template=spread_over("node.labels.dc"))
+    w.apply(w.orchestrate())
+    for t in w.tasks(sid):
+        w.run(t.id, "b1")
+    w.scale(sid, 4)
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert placed_on(w, sid) == ["a1", "a2"]
+
+
+def test_a_node_without_the_label_is_a_branch_of_its_own() -> None:
+    w = World()
+    dc_cluster(w)
+    w.node("x1")
+    sid = w.service("web", replicas=3, template=spread_over("node.labels.dc"))
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert sorted(w.state.nodes[n].spec.labels.get("dc", "") for n in placed_on(w, sid)) == ["", "a", "b"]  # type: ignore[union-attr]
+
+
+def test_nested_preferences_split_within_each_branch() -> None:
+    w = World()
+    for name, dc, rack in [("a1", "a", "1"), ("a2", "a", "1"), ("a3", "a", "2"), ("b1", "b", "1")]:
+        w.node(name, labels={"dc": dc, "rack": rack})
+    sid = w.service("web", replicas=4, template=spread_over("node.labels.dc", "node.labels.rack"))
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert Counter(placed_on(w, sid)) == Counter({"b1": 2, "a3": 1, "a1": 1})
+
+
+def test_branches_whose_nodes_cannot_take_the_task_are_skipped() -> None:
+    w = World()
+    dc_cluster(w)
+    sid = w.service("web", replicas=4, template=spread_over("node.labels.dc", constraints=["node.labels.dc==a"]))
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert placed_on(w, sid) == ["a1", "a1", "a2", "a2"]
+
+
+def test_only_label_descriptors_are_honoured() -> None:
+    w = World()
+    dc_cluster(w)
+    sid = w.service("web", replicas=3, template=spread_over("node.id"))
+    w.apply(w.orchestrate())
+    schedule(w)
+    assert placed_on(w, sid) == ["a1", "a2", "b1"]

@@ -13,7 +13,7 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.service import Placement, ResourceReservations, Resources, TaskSpec
+from schemas.service import Placement, PlacementPreference, ResourceReservations, Resources, SpreadOver, TaskSpec
 from schemas.task import RANK, TaskState
 from services.kernel.constraints import match_all, parse_all
 from services.scheduler import filters
@@ -37,6 +37,7 @@ service_specs = st.fixed_dictionaries({
     "memory": st.sampled_from([0, 1, 3]),
     "zone": st.sampled_from([None, *ZONES]),
     "max_replicas": st.sampled_from([None, 1, 2]),
+    "spread": st.booleans(),
 })
 changes = st.lists(st.tuples(st.sampled_from(["fail", "finish", "scale", "join"]), st.integers(0, 20)), max_size=12)
 
@@ -47,7 +48,9 @@ def make_service(w: World, i: int, spec: dict[str, object]) -> str:
         resources=Resources(reservations=ResourceReservations(nano_cpus=int(float(spec["cpus"]) * SECOND),  # type: ignore[arg-type]
                                                               memory_bytes=int(spec["memory"]) * GIB)),  # type: ignore[call-overload]
         placement=Placement(constraints=[f"node.labels.zone=={zone}"] if zone else None,
-                            max_replicas=spec["max_replicas"]),  # type: ignore[arg-type]
+                            max_replicas=spec["max_replicas"],  # type: ignore[arg-type]
+                            preferences=[PlacementPreference(spread=SpreadOver(spread_descriptor="node.labels.zone"))]
+                            if spec["spread"] else None),
     )
     return w.service(f"s{i}", replicas=int(spec["replicas"]), template=template)  # type: ignore[call-overload]
 

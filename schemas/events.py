@@ -68,11 +68,13 @@ class ServiceCreated(Event, frozen=True):
 
 
 class ServiceUpdated(Event, frozen=True):
-    """A new spec. `Rollback` marks `rollback=previous`: the previous spec came back."""
+    """A new spec. `Rollback` marks a return to the previous spec: asked for (`rollback=previous`),
+    or automatic, when `FailedTask` names the task whose failure made a rolling update roll back."""
 
     service_id: str = msgspec.field(name="ServiceID")
     spec: ServiceSpec
     rollback: bool = False
+    failed_task: str = ""
 
 
 class ServiceRemoved(Event, frozen=True):

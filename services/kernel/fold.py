@@ -205,14 +205,15 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     if svc.spec.name != ev.spec.name:
         state.service_by_name.pop(svc.spec.name, None)
         state.service_by_name[ev.spec.name] = svc.id
-    svc.previous_spec, svc.spec = svc.spec, ev.spec
+    automatic = ev.rollback and bool(ev.failed_task)
+    svc.previous_spec, svc.spec = (None if automatic else svc.spec), ev.spec
     svc.version, svc.updated_at, svc.spec_version = Version(seq), env.time, Version(seq)
     svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec)
-    svc.update_status = (
-        UpdateStatus(state="rollback_started", started_at=env.time, message="manually requested rollback")
-        if ev.rollback
-        else None
-    )
+    svc.update_status = None
+    if ev.rollback:
+        message = (f"update rolled back due to failure or early termination of task {ev.failed_task}"
+                   if automatic else "manually requested rollback")
+        svc.update_status = UpdateStatus(state="rollback_started", started_at=env.time, message=message)
     state.last_service_spec_seq = seq
     state.touch(service_id=svc.id)
     return True

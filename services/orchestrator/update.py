@@ -214,7 +214,8 @@ def _failure_fired(state: ClusterState, service: Service, kept: Sequence[slots.S
         out.intents.append(_status(service, msgspec.structs.replace(status, state=ROLLBACK_PAUSED, message=message)))
         return False
     if policy.failure_action == "rollback" and service.previous_spec is not None:
-        out.intents.append(Intent(ServiceUpdated(service_id=service.id, spec=service.previous_spec, rollback=True),
+        out.intents.append(Intent(ServiceUpdated(service_id=service.id, spec=service.previous_spec, rollback=True,
+                                                 failed_task=culprit),
                                   expect_seq=service.version.index, expect_subject=subjects.service_all(service.id)))
         return True
     message = f"update paused due to failure or early termination of task {culprit}"

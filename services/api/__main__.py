@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from prometheus_client import REGISTRY
 
 from services.api.app import make_app
-from services.api.bootstrap import build, serve
+from services.api.bootstrap import build
 from services.kernel.config import env
-from services.kernel.metrics import ProjectionCollector
+from services.kernel.metrics import ProjectionCollector, serve
 from services.kernel.process import Runtime, run
 
 log = logging.getLogger(__name__)

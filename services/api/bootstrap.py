@@ -5,8 +5,6 @@ Kept apart from `__main__` so tests build the same gateway over the in-memory lo
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from services.api import commands
 from services.api.committer import Committer
 from services.api.context import Api
@@ -36,13 +34,3 @@ async def ensure_cluster(api: Api) -> None:
     worker, manager = new_token(cluster_id), new_token(cluster_id)
     await api.committer.commit(lambda state: commands.create_cluster(state, cluster_id, worker, manager))
 
-
-async def serve(app: web.Application, addr: str) -> tuple[web.AppRunner, str]:
-    """Listen on `host:port` (port 0 = any free port); returns the runner and the bound address."""
-    host, _, port = addr.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-    await site.start()
-    bound = runner.addresses[0] if runner.addresses else (host, port)
-    return runner, f"{bound[0]}:{bound[1]}"

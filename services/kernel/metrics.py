@@ -68,14 +68,19 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def serve_metrics(addr: str) -> tuple[web.AppRunner, str]:
-    """Serve /metrics on `host:port` inside the event loop (the collector reads live state, so no thread)."""
+async def serve(app: web.Application, addr: str) -> tuple[web.AppRunner, str]:
+    """Listen on `host:port` (port 0 = any free port) inside the event loop; the runner and bound address."""
     host, _, port = addr.rpartition(":")
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
     await site.start()
     bound = runner.addresses[0] if runner.addresses else (host, port)
     return runner, f"{bound[0]}:{bound[1]}"
+
+
+async def serve_metrics(addr: str) -> tuple[web.AppRunner, str]:
+    """Serve /metrics in the event loop, not prometheus-client's thread: the collector reads live state."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    return await serve(app, addr)

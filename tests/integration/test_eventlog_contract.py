@@ -4,27 +4,12 @@ in-memory log passes, tests above the seam that use it are telling the truth abo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from services.kernel import subjects
 from services.kernel.eventlog import Append, Conflict, Entry, EventLog
-from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
-from services.kernel.memlog import MemoryLog
-from tests.nats_server import NatsServer
-
-
-@pytest.fixture(params=["memory", "jetstream"])
-async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
-    if request.param == "memory":
-        yield MemoryLog()
-        return
-    server: NatsServer = request.getfixturevalue("nats")
-    nc = await connect([server.url], "contract")
-    await ensure_stream(nc, "SHOAL")
-    yield JetStreamLog(nc, "SHOAL")
-    await nc.close()
+from services.kernel.jetstream import JetStreamLog
 
 
 def _a(subject: str, msg_id: str, expect: int | None = None, scope: str | None = None) -> Append:

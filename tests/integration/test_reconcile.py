@@ -41,8 +41,7 @@ from schemas.service import (
 from schemas.task import RANK, Task, TaskState, TaskStatus
 from services.kernel import subjects
 from services.kernel.eventlog import EventLog
-from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
-from services.kernel.memlog import MemoryLog
+from services.kernel.jetstream import JetStreamLog
 from services.kernel.projection import Projection
 from services.kernel.reconcile import Decision, Reconciler
 from services.kernel.state import ClusterState
@@ -51,22 +50,9 @@ from services.orchestrator import service as orchestrator
 from services.orchestrator.decide import Settings
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.scheduler import service as scheduler
-from tests.nats_server import NatsServer
 
 GIB = 1 << 30
 QUICK = RestartPolicy(delay=100_000_000)  # 0.1 s, so restarts are seen without a 5 s wait
-
-
-@pytest.fixture(params=["memory", "jetstream"])
-async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
-    if request.param == "memory":
-        yield MemoryLog()
-        return
-    server: NatsServer = request.getfixturevalue("nats")
-    nc = await connect([server.url], "reconcile-test")
-    await ensure_stream(nc, "SHOAL")
-    yield JetStreamLog(nc, "SHOAL")
-    await nc.close()
 
 
 def fake_agent(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:

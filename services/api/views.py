@@ -80,10 +80,8 @@ def task_view(task: Task) -> Task:
 
 
 def node_view(node: Node, self_id: str) -> dict[str, Any]:
-    """A node as Docker shows it. `Spec.Role`/`Spec.Availability` are always spelled out (the
-    CLI prints them; the stored spec leaves defaults out) and managers carry a `ManagerStatus`."""
+    """A node as Docker shows it: managers carry a `ManagerStatus`."""
     out: dict[str, Any] = msgspec.to_builtins(node)
-    out["Spec"].update(Role=node.spec.role, Availability=node.spec.availability, Labels=node.spec.labels or {})
     if node.spec.role == "manager":
         out["ManagerStatus"] = msgspec.to_builtins(node.manager_status or _manager_status(node, self_id))
     return out

@@ -6,12 +6,13 @@ counters and this collector turns them (and the state) into metrics only when Pr
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,7 +27,6 @@ RECONCILE_SECONDS = Histogram(
     "shoal_reconcile_duration_seconds", "Time for one decide-and-append pass", ["loop"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-LEADER = Gauge("shoal_leader", "1 while this process leads the loop", ["loop"])
 NATS_RECONNECTS = Counter("shoal_nats_reconnects_total", "Reconnections to a NATS server")
 
 
@@ -51,6 +51,10 @@ class ProjectionCollector(Collector):
                                   value=state.stats.skipped)
         yield GaugeMetricFamily("shoal_projection_seq", "Last log sequence applied", value=state.seq)
         yield GaugeMetricFamily("shoal_projection_lag_events", "Entries in the log not yet applied", value=p.pending)
+        behind_s = (time.time_ns() - p.last_event_ns) / 1e9 if p.pending and p.last_event_ns else 0.0
+        yield GaugeMetricFamily("shoal_projection_lag_seconds",
+                                "Age of the newest applied entry while more are waiting (0 when caught up)",
+                                value=max(behind_s, 0.0))
         tasks = GaugeMetricFamily("shoal_tasks", "Tasks by observed and desired state", labels=["state", "desired"])
         for (observed, desired), n in Tally((t.status.state.value, t.desired_state.value)
                                             for t in state.tasks.values()).items():

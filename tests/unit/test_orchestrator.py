@@ -10,7 +10,7 @@ from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
 from schemas.task import TaskState
 from services.orchestrator.decide import Settings
 from services.orchestrator.tasks import ORPHANED_MESSAGE
-from tests.unit.test_orchestrator_world import SECOND, World, summary
+from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
 

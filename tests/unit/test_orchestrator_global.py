@@ -7,7 +7,7 @@ import pytest
 from schemas.events import NodeRemoved
 from schemas.service import ContainerSpec, Placement, RestartPolicy, TaskSpec
 from schemas.task import TaskState
-from tests.unit.test_orchestrator_world import World, summary
+from tests.world import World, summary
 
 
 def global_service(w: World, constraints: list[str] | None = None, delay: int | None = None) -> str:

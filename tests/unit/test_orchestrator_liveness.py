@@ -9,7 +9,7 @@ from services.kernel.reconcile import Decide, combine
 from services.orchestrator.decide import Settings, decider
 from services.orchestrator.liveness import DOWN_MESSAGE, Liveness
 from services.orchestrator.metrics import HEARTBEATS_UNREADABLE
-from tests.unit.test_orchestrator_world import World, summary
+from tests.world import World, summary
 
 
 def beat(*nodes: str, period: float = 1.0) -> bytes:

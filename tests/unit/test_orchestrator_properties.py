@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemas.service import ContainerSpec, RestartPolicy, TaskSpec, UpdateConfig
 from schemas.task import TaskState
 from services.orchestrator.replicated import replicas
-from tests.unit.test_orchestrator_world import SECOND, World, summary
+from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
 ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick",

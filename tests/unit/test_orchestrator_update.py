@@ -15,7 +15,7 @@ from schemas.events import ServiceUpdated
 from schemas.service import ContainerSpec, Placement, RestartPolicy, TaskSpec, UpdateConfig
 from schemas.task import Task, TaskState
 from services.orchestrator.update import is_dirty
-from tests.unit.test_orchestrator_world import SECOND, World, summary
+from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
 

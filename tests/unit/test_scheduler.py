@@ -23,7 +23,7 @@ from schemas.service import (
 )
 from schemas.task import TaskState
 from services.scheduler.decide import Scheduler
-from tests.unit.test_orchestrator_world import GIB, SECOND, World, summary
+from tests.world import GIB, SECOND, World, summary
 
 CPU = SECOND  # one CPU in NanoCPUs
 

@@ -20,7 +20,7 @@ from services.scheduler import filters
 from services.scheduler.ask import Ask
 from services.scheduler.decide import Scheduler, is_waiting
 from services.scheduler.nodeinfo import tally
-from tests.unit.test_orchestrator_world import GIB, SECOND, World
+from tests.world import GIB, SECOND, World
 
 ZONES = ("eu", "us")
 

@@ -6,18 +6,24 @@ is the transition's time however long the log takes; a failed batch is re-sent a
 (same `Nats-Msg-Id`), so a retry never stores a report twice. Reports still unsent when the agent
 dies are not lost in any way that matters: the agent decides again from the log on restart and
 reports whatever the log does not show yet.
+
+Each report continues the trace of the newest entry about its task (the assignment, then the
+agent's own previous report), so a request's trace reaches the container it started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from schemas.events import TaskStatusChanged
-from schemas.task import Task, TaskStatus
+from schemas.task import Task, TaskState, TaskStatus
+from services.agent.metrics import observe_started
 from services.kernel.eventlog import Append, EventLog, LogUnavailable
 from services.kernel.metrics import EVENTS_APPENDED
 from services.kernel.projection import Projection
+from services.kernel.traces import Continuations, TraceIndex
 from services.kernel.writer import Intent, Writer
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ class Reporter:
         self.log = eventlog
         self.projection = projection
         """Names each report's subject: the task's node, from the agent's own view."""
+        if projection.traces is None:
+            projection.traces = TraceIndex()
         self._writers: dict[str, Writer] = {}
         self._queue: list[Append] = []
         self._in_flight: list[Append] = []
@@ -40,7 +48,12 @@ class Reporter:
         if writer is None:
             writer = self._writers[task.node_id] = Writer(self.log, actor=f"agent:{task.node_id}")
         event = TaskStatusChanged(task_id=task.id, status=status)
-        self._queue.append(writer.seal(Intent(event), self.projection.state))
+        state = self.projection.state
+        span = Continuations(f"agent {status.state.value}", self.projection.traces, time.time_ns())
+        self._queue.append(writer.seal(Intent(event), state, span.context_for(event, state.tasks)))
+        span.end()
+        if status.state is TaskState.RUNNING:
+            observe_started(task)
         self._wake.set()
 
     async def run(self) -> None:

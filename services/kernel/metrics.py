@@ -49,6 +49,8 @@ class ProjectionCollector(Collector):
         yield ignored
         yield CounterMetricFamily("shoal_events_skipped", "Corrupt or unknown entries skipped",
                                   value=state.stats.skipped)
+        yield CounterMetricFamily("shoal_fold_seconds", "Time spent decoding and folding log entries",
+                                  value=p.fold_seconds)
         yield GaugeMetricFamily("shoal_projection_seq", "Last log sequence applied", value=state.seq)
         yield GaugeMetricFamily("shoal_projection_lag_events", "Entries in the log not yet applied", value=p.pending)
         behind_s = (time.time_ns() - p.last_event_ns) / 1e9 if p.pending and p.last_event_ns else 0.0

@@ -23,6 +23,7 @@ from services.kernel.ids import parse_ns
 from services.kernel.snapshot import SnapshotStore
 from services.kernel.state import ClusterState
 from services.kernel.subjects import ALL
+from services.kernel.traces import TraceIndex
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class Projection:
         self._since_snapshot = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[int, msgspec.Struct], None]] = []
+        self.traces: TraceIndex | None = None
+        """Set by whoever writes in reaction to what it folds, so its writes continue the same traces."""
+        self.fold_seconds = 0.0
+        """Time spent decoding and folding entries, for `shoal_fold_seconds_total`."""
 
     @property
     def last_event_ns(self) -> int:
@@ -93,6 +98,7 @@ class Projection:
         self.pending = entry.pending
         if entry.seq <= state.seq:
             return
+        started = time.perf_counter()
         try:
             env = decode(entry.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -101,6 +107,9 @@ class Projection:
             log.warning("skipped unreadable entry", extra={"seq": entry.seq, "subject": entry.subject})
         else:
             apply(state, entry.seq, env)
+            self.fold_seconds += time.perf_counter() - started
+            if self.traces is not None:
+                self.traces.record(entry.seq, env.event, entry.headers)
             for listener in self.listeners:
                 listener(entry.seq, env)
             self.last_event_time = env.time

@@ -7,6 +7,10 @@ that misses one's own writes is how duplicate tasks are born, so the wait is nev
 Work is proportional to what changed: the fold marks the services and nodes each event touched, and
 a pass decides for those only. The first pass, after the projection has caught up, covers everything
 so whatever a previous leader missed is done now.
+
+Each pass continues the traces of the events that caused it (`traces.py`): the intents it appends
+carry a `traceparent` whose parent is the event they react to, so one request is one trace across
+every process.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from services.kernel.eventlog import AppendResult, Conflict, LogUnavailable
 from services.kernel.metrics import RECONCILE_SECONDS
 from services.kernel.projection import Projection
 from services.kernel.state import ClusterState
+from services.kernel.traces import Continuations, TraceIndex
 from services.kernel.writer import Intent, Writer
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,8 @@ class Reconciler:
         self.retry_s = retry_s
         self._timers: list[Timer] = []
         self._armed: set[Timer] = set()
+        if projection.traces is None:
+            projection.traces = TraceIndex()
 
     def poke(self, service_id: str = "", node_id: str = "") -> None:
         """Something outside the log changed (e.g. a heartbeat): decide for it on the next pass."""
@@ -151,6 +158,7 @@ class Reconciler:
 
     async def _pass(self, services: set[str], nodes: set[str]) -> None:
         started = time.perf_counter()
+        spans = Continuations(f"{self.name} decide", self.projection.traces, time.time_ns())
         state = self.projection.state
         decision = self.decide(state, services, nodes, self.clock())
         for timer in decision.timers:
@@ -158,13 +166,15 @@ class Reconciler:
                 self._armed.add(timer)
                 heapq.heappush(self._timers, timer)
         if decision.intents:
-            await self._append(decision.intents, state)
+            await self._append(decision.intents, state, spans)
         RECONCILE_SECONDS.labels(loop=self.name).observe(time.perf_counter() - started)
 
-    async def _append(self, intents: list[Intent], state: ClusterState) -> None:
+    async def _append(self, intents: list[Intent], state: ClusterState, spans: Continuations) -> None:
+        contexts = [spans.context_for(i.event, state.tasks) for i in intents]
         try:
-            results = await self.writer.append(intents, state)
+            results = await self.writer.append(intents, state, contexts)
         except LogUnavailable as e:
+            spans.end(error=str(e))
             log.warning("log unavailable, will decide again", extra={"loop": self.name, "error": str(e)})
             for intent in intents:
                 _retouch(intent, state)
@@ -184,6 +194,7 @@ class Reconciler:
         if conflicts:
             log.info("stale view, deciding again", extra={"loop": self.name, "conflicts": conflicts})
         await self._settle(target)
+        spans.end()
 
     async def _settle(self, seq: int) -> None:
         """Read-your-writes. No time-out: deciding on a view without our own writes is worse than waiting."""

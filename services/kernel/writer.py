@@ -2,7 +2,7 @@
 
 Decisions are pure and return bare events; this shell stamps each with an id (also its
 `Nats-Msg-Id`, so a retried append is never stored twice), the time, the actor and the current
-trace context, then appends the whole batch without awaiting acks one by one.
+trace context (or the one given per intent), then appends the whole batch without awaiting acks one by one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry import propagate
+from opentelemetry.context import Context
 
 from schemas.codec import encode
 from schemas.events import AnyEvent, Envelope
@@ -35,10 +36,10 @@ class Writer:
         self.log = eventlog
         self.actor = actor
 
-    def seal(self, intent: Intent, state: ClusterState) -> Append:
+    def seal(self, intent: Intent, state: ClusterState, context: Context | None = None) -> Append:
         env = Envelope(id=new_id(), time=now(), actor=self.actor, event=intent.event)
         headers: dict[str, str] = {}
-        propagate.inject(headers)
+        propagate.inject(headers, context=context)
         return Append(
             subject=subject_for(intent.event, state),
             data=encode(env),
@@ -48,8 +49,11 @@ class Writer:
             headers=headers or None,
         )
 
-    async def append(self, intents: Sequence[Intent], state: ClusterState) -> list[AppendResult]:
-        results = await self.log.append([self.seal(i, state) for i in intents])
+    async def append(self, intents: Sequence[Intent], state: ClusterState,
+                     contexts: Sequence[Context | None] | None = None) -> list[AppendResult]:
+        """`contexts`, one per intent, names the trace each continues (default: the current one)."""
+        per_intent = contexts if contexts is not None else [None] * len(intents)
+        results = await self.log.append([self.seal(i, state, c) for i, c in zip(intents, per_intent, strict=True)])
         for intent, result in zip(intents, results, strict=True):
             kind = type(intent.event).__name__
             if isinstance(result, Conflict):

@@ -23,6 +23,7 @@ COMMANDS: dict[str, Command] = {
     "orchestrator": Command("services.orchestrator.__main__", "turn desired state into tasks"),
     "scheduler": Command("services.scheduler.__main__", "assign pending tasks to nodes"),
     "agent": Command("services.agent.__main__", "run one node's tasks through an executor"),
+    "audit": Command("services.audit.__main__", "write every event to a JSON lines audit journal"),
 }
 
 Main = Callable[[Sequence[str] | None], None]

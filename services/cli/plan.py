@@ -52,6 +52,10 @@ class Options:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def audit_path(self) -> Path:
+        return self.state_dir / "audit.jsonl"
+
     def agent_dir(self, i: int) -> Path:
         return self.state_dir / "agents" / str(i)
 
@@ -101,9 +105,10 @@ def nats_config_path(options: Options) -> Path:
 
 
 def plan(options: Options) -> list[ProcessSpec]:
-    """nats-server first (everything else waits for it), then the control plane, then the agents."""
+    """nats-server first (everything else waits for it), then the control plane, then the agents,
+    then the audit subscriber (last, so the other processes keep their metrics ports)."""
     metrics = _metrics_addrs(options, ["api", "orchestrator", "scheduler"]
-                             + [f"agent-{i}" for i in range(1, options.agents + 1)])
+                             + [f"agent-{i}" for i in range(1, options.agents + 1)] + ["audit"])
     specs = [
         ProcessSpec("nats", (nats_server_binary(), "-c", str(nats_config_path(options))), STOP_NATS,
                     ready_port=options.nats_port),
@@ -113,6 +118,7 @@ def plan(options: Options) -> list[ProcessSpec]:
     ]
     for i in range(1, options.agents + 1):
         specs.append(_agent(options, i, metrics[f"agent-{i}"]))
+    specs.append(_service(options, "audit", metrics["audit"], "--out", str(options.audit_path)))
     return specs
 
 

@@ -57,11 +57,12 @@ async def supervisor(tmp_path: Path) -> AsyncIterator[Supervisor]:
 
 def test_plan_runs_nats_then_the_control_plane_then_one_agent_per_node(tmp_path: Path) -> None:
     specs = plan(Options(state_dir=tmp_path, agents=3, executor="sim", hostname="box", metrics_port=9500))
-    assert [s.name for s in specs] == ["nats", "api", "orchestrator", "scheduler", "agent-1", "agent-2", "agent-3"]
+    assert [s.name for s in specs] == ["nats", "api", "orchestrator", "scheduler", "agent-1", "agent-2", "agent-3",
+                                       "audit"]
     assert specs[0].ready_port == 4222 and specs[0].stop_tier == STOP_NATS
     assert {s.stop_tier for s in specs[1:4]} == {STOP_CONTROL}
-    assert {s.stop_tier for s in specs[4:]} == {STOP_AGENTS}
-    assert [s.metrics_addr for s in specs[1:]] == [f"127.0.0.1:{9500 + i}" for i in range(6)]
+    assert {s.stop_tier for s in specs[4:7]} == {STOP_AGENTS}
+    assert [s.metrics_addr for s in specs[1:]] == [f"127.0.0.1:{9500 + i}" for i in range(7)]
     for spec in specs[1:]:
         assert spec.argv[1:3] == ("-m", f"services.{spec.name.split('-')[0]}")
         assert ("--nats", "nats://127.0.0.1:4222") in zip(spec.argv, spec.argv[1:], strict=False)

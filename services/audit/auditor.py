@@ -1,0 +1,107 @@
+"""The audit subscriber: a durable JetStream consumer whose every entry becomes a journal line.
+
+It folds what it reads into its own `ClusterState`, so each sentence is told against the cluster as
+it was just before the event. On start it rebuilds that state from the log up to the journal's last
+line, then resumes the consumer there: acknowledgements only ever follow a durable write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from schemas.codec import decode
+from schemas.events import Envelope
+from services.audit.journal import Journal, line
+from services.kernel.eventlog import Entry, EventLog
+from services.kernel.fold import apply
+from services.kernel.state import ClusterState
+from services.kernel.subjects import ALL
+
+log = logging.getLogger(__name__)
+
+LINES = Counter("shoal_audit_lines_total", "Journal lines written")
+JOURNAL_SEQ = Gauge("shoal_audit_journal_seq", "Log sequence of the last journal line")
+
+
+class Delivered(Protocol):
+    """What the auditor needs of a delivered JetStream message (nats-py's `Msg`)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+
+    async def ack(self) -> None: ...
+
+
+class Auditor:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.state = ClusterState()
+        self.last = 0
+
+    async def start(self, eventlog: EventLog) -> int:
+        """Find the journal's last line and fold the log up to it; the sequence to resume after."""
+        self.last = await asyncio.to_thread(self.journal.last_seq)
+        JOURNAL_SEQ.set(self.last)
+        if self.last:
+            await self._rebuild(eventlog)
+        log.info("audit journal resumes", extra={"seq": self.last, "path": str(self.journal.path)})
+        return self.last
+
+    async def _rebuild(self, eventlog: EventLog) -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        def on_entry(entry: Entry) -> None:
+            if entry.seq <= self.last:
+                self._fold(entry.seq, entry.data)
+            if (entry.seq >= self.last or entry.pending == 0) and not done.done():
+                done.set_result(None)
+
+        following = await eventlog.follow(ALL, 1, on_entry)
+        try:
+            await done
+        finally:
+            await following.stop()
+
+    def _fold(self, seq: int, data: bytes) -> None:
+        env = _decode(data)
+        if env is not None:
+            apply(self.state, seq, env)
+
+    async def handle(self, seq_of: Sequence[int], msgs: Sequence[Delivered]) -> bool:
+        """Write the lines of a fetched batch (skipping what the journal holds), fsync, then ack.
+        False, with nothing after the gap written or acked, if an entry arrived out of order."""
+        lines, done, in_order = [], 0, True
+        for seq, msg in zip(seq_of, msgs, strict=True):
+            if seq > self.last + 1:
+                in_order = False
+                break
+            done += 1
+            if seq <= self.last:
+                continue
+            env = _decode(msg.data)
+            lines.append(line(self.state, seq, msg.subject, env, msg.headers))
+            if env is not None:
+                apply(self.state, seq, env)
+            self.last = seq
+        if lines:
+            await asyncio.to_thread(self.journal.write, lines)
+            LINES.inc(len(lines))
+            JOURNAL_SEQ.set(self.last)
+        for msg in msgs[:done]:
+            await msg.ack()
+        return in_order
+
+
+def _decode(data: bytes) -> Envelope | None:
+    """None for an entry no process can read: it still gets a journal line, it never stops the audit."""
+    try:
+        return decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

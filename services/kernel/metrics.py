@@ -16,8 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.task import TaskState
+
 if TYPE_CHECKING:
     from services.kernel.projection import Projection
+    from services.kernel.state import ClusterState
 
 EVENTS_APPENDED = Counter("shoal_events_appended_total", "Events this process appended to the log", ["event"])
 APPEND_CONFLICTS = Counter(
@@ -68,6 +71,25 @@ class ProjectionCollector(Collector):
             nodes.add_metric(list(key), n)
         yield nodes
         yield GaugeMetricFamily("shoal_services", "Services", value=len(state.services))
+        yield from _per_service(state)
+
+
+def _per_service(state: ClusterState) -> Iterator[GaugeMetricFamily]:
+    """Running against desired per service, labelled by name: the number of series is the number of
+    services, which the operator chooses (as kube-state-metrics labels by deployment)."""
+    running = GaugeMetricFamily("shoal_service_tasks_running", "Tasks running and meant to run, per service",
+                                labels=["service"])
+    desired = GaugeMetricFamily("shoal_service_tasks_desired",
+                                "Tasks a service should run: its replicas, or for a global service its tasks "
+                                "meant to run", labels=["service"])
+    for service in state.services.values():
+        meant = [t for t in state.tasks_of_service(service.id) if t.desired_state == TaskState.RUNNING]
+        mode = service.spec.mode
+        replicas = mode.replicated.replicas if mode is not None and mode.replicated is not None else None
+        running.add_metric([service.spec.name], sum(1 for t in meant if t.status.state == TaskState.RUNNING))
+        desired.add_metric([service.spec.name], len(meant) if replicas is None else replicas)
+    yield running
+    yield desired
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -62,6 +62,10 @@ async def test_metrics_after_a_scenario(cluster: LocalCluster) -> None:
     assert value(api, "shoal_tasks", state="running", desired="running") == 3
     assert value(api, "shoal_tasks", state="pending", desired="running") == 1
     assert value(api, "shoal_nodes", state="ready", availability="active") == 2
+    assert value(api, "shoal_service_tasks_running", service="web") == 3
+    assert value(api, "shoal_service_tasks_desired", service="web") == 3
+    assert value(api, "shoal_service_tasks_running", service="pinned") == 0
+    assert value(api, "shoal_service_tasks_desired", service="pinned") == 1
     assert value(api, "shoal_api_requests_total", method="POST", route="/services/create", status="201") == 2
     assert value(api, "shoal_api_request_duration_seconds_count", route="/services/create") == 2
 

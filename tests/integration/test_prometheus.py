@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -40,7 +41,7 @@ async def _scenario(cluster: LocalCluster) -> None:
                 assert resp.status == 201, await resp.text()
 
     async def started() -> bool:
-        tasks = await api_get(cluster.api_url, "/tasks")
+        tasks: list[dict[str, Any]] = await api_get(cluster.api_url, "/tasks")
         return sum(t["Status"]["State"] == "running" for t in tasks) == 3
 
     await eventually(started, 60, "3 running tasks")

@@ -42,7 +42,7 @@ async def _scenario(cluster: LocalCluster) -> None:
 
     async def started() -> bool:
         tasks: list[dict[str, Any]] = await api_get(cluster.api_url, "/tasks")
-        return sum(t["Status"]["State"] == "running" for t in tasks) == 3
+        return len([t for t in tasks if t["Status"]["State"] == "running"]) == 3
 
     await eventually(started, 60, "3 running tasks")
     await cluster.stop_process("agent-2")

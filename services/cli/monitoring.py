@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.cli.plan import ProcessSpec
+from services.cli.plan import STOP_CONTROL, Options, ProcessSpec
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 PACKAGE = "prometheus"
@@ -63,3 +63,17 @@ def prometheus_binary() -> str:
 def prometheus_argv(binary: str, config: Path, data_dir: Path, listen: str) -> tuple[str, ...]:
     return (binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
             f"--web.listen-address={listen}", "--storage.tsdb.retention.time=7d")
+
+
+def prometheus_url(options: Options) -> str:
+    return f"http://127.0.0.1:{options.prometheus_port}"
+
+
+def prepare(options: Options, specs: Sequence[ProcessSpec]) -> ProcessSpec:
+    """Write the scrape config for `specs` under the state dir; the Prometheus process to run."""
+    workdir = options.state_dir / "prometheus"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(scrape_config(specs))
+    argv = prometheus_argv(prometheus_binary(), config, workdir / "data", f"127.0.0.1:{options.prometheus_port}")
+    return ProcessSpec("prometheus", argv, STOP_CONTROL)

@@ -35,6 +35,9 @@ class Options:
     """JetStream `sync_interval`: `always` fsyncs before acknowledging, so an acknowledged event
     survives a crash of nats-server or of the machine; a duration (`2m`) trades that for throughput."""
     python: str = field(default=sys.executable)
+    monitoring: bool = False
+    """Also run Prometheus scraping every process, with the alert rules (`monitoring.py`)."""
+    prometheus_port: int = 9090
 
     @property
     def nats_url(self) -> str:

@@ -21,6 +21,7 @@ from typing import TextIO
 
 import platformdirs
 
+from services.cli import monitoring
 from services.cli.plan import EXECUTORS, Options, nats_config, nats_config_path, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
@@ -50,10 +51,14 @@ def parse(argv: Sequence[str] | None) -> Options:
                    help="JetStream sync_interval: `always` (durable acks, default) or a duration such as 2m")
     p.add_argument("--hostname", default=socket.gethostname(), help="agents are named HOSTNAME-1, HOSTNAME-2, ...")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--monitoring", action="store_true",
+                   help="also run Prometheus (Debian's package) scraping every process, with Shoal's alert rules")
+    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port with --monitoring (default 9090)")
     a = p.parse_args(argv)
     return Options(state_dir=a.state_dir.expanduser().resolve(), agents=a.agents, executor=a.executor,
                    api_addr=a.api_addr, nats_port=a.nats_port, nats_monitor_port=a.nats_monitor_port,
-                   metrics_port=a.metrics_port, hostname=a.hostname, log_level=a.log_level, nats_sync=a.nats_sync)
+                   metrics_port=a.metrics_port, hostname=a.hostname, log_level=a.log_level, nats_sync=a.nats_sync,
+                   monitoring=a.monitoring, prometheus_port=a.prometheus_port)
 
 
 def _agent_count(text: str) -> int:
@@ -90,6 +95,8 @@ def ports_in_use(options: Options) -> list[str]:
     host, _, port = options.api_addr.rpartition(":")
     wanted = [("127.0.0.1", options.nats_port), ("127.0.0.1", options.nats_monitor_port), (host, int(port))]
     wanted += [("127.0.0.1", int(s.metrics_addr.rpartition(":")[2])) for s in plan(options) if s.metrics_addr]
+    if options.monitoring:
+        wanted.append(("127.0.0.1", options.prometheus_port))
     return [f"{h}:{p}" for h, p in wanted if p and not _bindable(h, p)]
 
 
@@ -121,7 +128,9 @@ def banner(options: Options, supervisor: Supervisor, api_ready: bool) -> str:
         f"  NATS       {options.nats_url}\n"
         f"  state      {options.state_dir}\n"
         f"  logs       {options.log_dir}\n"
-        f"  metrics\n{metrics}\n\n"
+        f"  metrics\n{metrics}\n"
+        + (f"  Prometheus {monitoring.prometheus_url(options)}\n" if options.monitoring else "")
+        + "\n"
         f"Point the docker CLI at it:\n"
         f"  export DOCKER_HOST=tcp://{options.api_addr}\n\n"
         f"Ctrl-C stops the cluster; `shoal up --state-dir {options.state_dir}` resumes it."
@@ -133,7 +142,10 @@ async def run(options: Options, out: TextIO = sys.stdout, api_wait_s: float = 30
         if busy := ports_in_use(options):
             raise Refused(f"port(s) already in use: {', '.join(busy)} (choose others with the flags)")
         prepare(options)
-        supervisor = Supervisor(plan(options), options.log_dir)
+        specs = plan(options)
+        if options.monitoring:
+            specs.append(await asyncio.to_thread(monitoring.prepare, options, specs))
+        supervisor = Supervisor(specs, options.log_dir)
         serving = asyncio.ensure_future(_serve(options, supervisor, out, api_wait_s))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -176,6 +188,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.setup("up", options.log_level)
     try:
         asyncio.run(run(options))
-    except (Refused, NotReady) as e:
+    except (Refused, NotReady, monitoring.Missing) as e:
         print(f"shoal up: {e}", file=sys.stderr)
         sys.exit(1)

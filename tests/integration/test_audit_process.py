@@ -38,12 +38,16 @@ def lines(out: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in out.read_text().splitlines()]
 
 
+async def append_batch(jslog: JetStreamLog, start: int) -> None:
+    envs = [envelope(ServiceCreated(service_id=f"s{i}", spec=ServiceSpec(name=f"svc-{i}")), actor="api:alice")
+            for i in range(start, start + 100)]
+    await jslog.append([Append(subject=f"shoal.evt.service.s{i}.spec", data=encode(e), msg_id=e.id)
+                        for i, e in enumerate(envs, start)])
+
+
 async def append_many(jslog: JetStreamLog) -> None:
     for start in range(0, ENTRIES, 100):
-        envs = [envelope(ServiceCreated(service_id=f"s{i}", spec=ServiceSpec(name=f"svc-{i}")), actor="api:alice")
-                for i in range(start, start + 100)]
-        await jslog.append([Append(subject=f"shoal.evt.service.s{e.event.service_id}.spec",  # type: ignore[union-attr]
-                                   data=encode(e), msg_id=e.id) for e in envs])
+        await append_batch(jslog, start)
         await asyncio.sleep(0.02)
 
 
@@ -69,6 +73,11 @@ async def test_kill_9_mid_stream_then_restart_writes_every_entry_exactly_once(
             return bool(written) and written[-1]["seq"] == last
 
         await eventually(caught_up, 60, f"the journal reaching seq {last}; its log:\n{log_path.read_text()}")
+        await asyncio.sleep(2.5)  # idle: every fetch now times out, which must not end the process
+        assert audit.returncode is None, log_path.read_text()[-3000:]
+        await append_batch(jslog, ENTRIES)
+        last = await jslog.last_seq()
+        await eventually(caught_up, 60, f"the journal reaching seq {last} after idling")
     finally:
         audit.send_signal(signal.SIGTERM)
         await audit.wait()

@@ -20,6 +20,7 @@ from services.api.context import API, Api
 from services.api.errors import ApiError, error_response
 from services.api.openapi import document
 from services.api.routes import Route
+from services.api.routes_ui import add_routes as add_ui_routes
 from services.api.system import VERSION
 from services.api.telemetry import telemetry_middleware
 from services.api.versioning import API_VERSION, PREFIX, check
@@ -61,6 +62,7 @@ def make_app(api: Api) -> web.Application:
             else:
                 app.router.add_route(route.method, path, route.handler)
     app.router.add_get("/metrics", metrics_handler)
+    add_ui_routes(app)
     app.on_response_prepare.append(_daemon_headers)
     return app
 

@@ -108,7 +108,7 @@ class Projection:
         else:
             apply(state, entry.seq, env)
             self.fold_seconds += time.perf_counter() - started
-            if self.traces is not None:
+            if self.traces is not None and entry.pending < self.traces.capacity:
                 self.traces.record(entry.seq, env.event, entry.headers)
             for listener in self.listeners:
                 listener(entry.seq, env)

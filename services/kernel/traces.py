@@ -6,8 +6,10 @@ about it, and whoever writes about that object later starts its span under that 
 about several objects (a new task of a service) follows the newest of them, which is the event that
 caused the decision (a scale-down follows the `ServiceUpdated`, not the task's old status).
 
-Bounded: only the most recently touched objects are remembered; an object that fell out starts a
-new trace, which costs a broken link in a trace viewer, never a wrong decision.
+Bounded: only the most recently touched objects are remembered (and entries far behind the end of
+the log are not recorded at all while a projection catches up, so replay costs nothing more); an
+object that fell out starts a new trace, which costs a broken link in a trace viewer, never a wrong
+decision.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def object_ids(event: Event, tasks: Mapping[str, Task] | None = None) -> Iterato
         yield node_id
 
 
+def changed_id(event: Event) -> str:
+    """The object an event changes (the first of `object_ids`), cheaply: it runs once per entry."""
+    task = getattr(event, "task", None)
+    if task is not None:
+        return str(task.id)
+    return str(getattr(event, "task_id", "") or getattr(event, "service_id", "") or getattr(event, "node_id", ""))
+
+
 class TraceIndex:
     """`traceparent` of the newest entry that changed each object, with the entry's sequence.
 
@@ -60,14 +70,14 @@ class TraceIndex:
         traceparent = headers.get(TRACEPARENT) if headers else None
         if not traceparent:
             return
-        object_id = next(object_ids(event), None)
-        if object_id is None:
+        object_id = changed_id(event)
+        if not object_id:
             return
         by_id = self._by_id
-        by_id.pop(object_id, None)  # re-inserted last: the dict's order is the eviction order
+        by_id.pop(object_id, None)  # re-inserted last: insertion order is the eviction order
         by_id[object_id] = (seq, traceparent)
-        while len(by_id) > self.capacity:
-            del by_id[next(iter(by_id))]
+        if len(by_id) > 2 * self.capacity:  # amortised: trim to the newest `capacity` at once
+            self._by_id = dict(list(by_id.items())[-self.capacity:])
 
     def traceparent_for(self, event: Event, tasks: Mapping[str, Task] | None = None) -> str | None:
         """The trace the decision to write `event` continues: the newest one about what it touches."""

@@ -49,18 +49,20 @@ class Auditor:
         """Find the journal's last line and fold the log up to it; the sequence to resume after."""
         self.last = await asyncio.to_thread(self.journal.last_seq)
         JOURNAL_SEQ.set(self.last)
-        if self.last:
-            await self._rebuild(eventlog)
+        target = min(self.last, await eventlog.last_seq())
+        if target:
+            await self._rebuild(eventlog, target)
         log.info("audit journal resumes", extra={"seq": self.last, "path": str(self.journal.path)})
         return self.last
 
-    async def _rebuild(self, eventlog: EventLog) -> None:
+    async def _rebuild(self, eventlog: EventLog, target: int) -> None:
+        """Fold entries 1..target (the journal's end, or the log's if the log is shorter)."""
         done = asyncio.get_running_loop().create_future()
 
         def on_entry(entry: Entry) -> None:
-            if entry.seq <= self.last:
+            if entry.seq <= target:
                 self._fold(entry.seq, entry.data)
-            if (entry.seq >= self.last or entry.pending == 0) and not done.done():
+            if entry.seq >= target and not done.done():
                 done.set_result(None)
 
         following = await eventlog.follow(ALL, 1, on_entry)

@@ -165,8 +165,11 @@ class Reconciler:
             if timer not in self._armed:
                 self._armed.add(timer)
                 heapq.heappush(self._timers, timer)
-        if decision.intents:
-            await self._append(decision.intents, state, spans)
+        try:
+            if decision.intents:
+                await self._append(decision.intents, state, spans)
+        finally:
+            spans.end()
         RECONCILE_SECONDS.labels(loop=self.name).observe(time.perf_counter() - started)
 
     async def _append(self, intents: list[Intent], state: ClusterState, spans: Continuations) -> None:
@@ -194,7 +197,6 @@ class Reconciler:
         if conflicts:
             log.info("stale view, deciding again", extra={"loop": self.name, "conflicts": conflicts})
         await self._settle(target)
-        spans.end()
 
     async def _settle(self, seq: int) -> None:
         """Read-your-writes. No time-out: deciding on a view without our own writes is worse than waiting."""

@@ -102,3 +102,9 @@ async def test_an_entry_out_of_order_stops_the_batch_unwritten_and_unacked(tmp_p
     assert not await auditor.handle([1, 3, 4], batch)
     assert [bool(m.acked) for m in batch] == [True, False, False]
     assert [x["seq"] for x in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())] == [1]
+
+
+async def test_a_journal_longer_than_the_log_does_not_stall_the_start(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "audit.jsonl")
+    journal.write([b'{"seq": 7}\n'])
+    assert await Auditor(journal).start(MemoryLog()) == 7

@@ -71,6 +71,8 @@ def prometheus_url(options: Options) -> str:
 
 def prepare(options: Options, specs: Sequence[ProcessSpec]) -> ProcessSpec:
     """Write the scrape config for `specs` under the state dir; the Prometheus process to run."""
+    if not RULES.is_file():
+        raise Missing(f"Shoal's alert rules are not at {RULES}: run `shoal up --monitoring` from a Shoal checkout")
     workdir = options.state_dir / "prometheus"
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"

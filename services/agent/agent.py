@@ -73,7 +73,7 @@ class Agent:
             snapshot_name=f"agent-{first}",
         )
         self.reporter = Reporter(eventlog, self.projection)
-        self.worker = Worker(executor, self.reporter.report)
+        self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of)
 
     async def run(self) -> None:
         """Run until cancelled."""

@@ -17,13 +17,15 @@ import asyncio
 import logging
 import time
 
+from opentelemetry.context import Context
+
 from schemas.events import TaskStatusChanged
 from schemas.task import Task, TaskState, TaskStatus
 from services.agent.metrics import observe_started
 from services.kernel.eventlog import Append, EventLog, LogUnavailable
 from services.kernel.metrics import EVENTS_APPENDED
 from services.kernel.projection import Projection
-from services.kernel.traces import Continuations, TraceIndex
+from services.kernel.traces import Continuations, TraceIndex, context_of
 from services.kernel.writer import Intent, Writer
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ class Reporter:
         if status.state is TaskState.RUNNING:
             observe_started(task)
         self._wake.set()
+
+    def trace_of(self, task: Task) -> Context | None:
+        """The trace the task's newest entry belongs to, for the executor's work on it."""
+        assert self.projection.traces is not None
+        return context_of(self.projection.traces.newest((task.id,)))
 
     async def run(self) -> None:
         """Send whatever has queued up while the previous batch was in flight, forever."""

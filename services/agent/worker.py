@@ -13,10 +13,13 @@ pipelined batches), so driving never waits for the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
 import msgspec
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from schemas.task import RANK, ContainerStatus, Task, TaskState, TaskStatus
 from services.agent.executor import Container, Executor, ExecutorError, Phase, newer
@@ -26,9 +29,12 @@ from services.agent.progress import Op, Step, failed, next_step
 log = logging.getLogger(__name__)
 
 Report = Callable[[Task, TaskStatus], None]
+TraceOf = Callable[[Task], Context | None]
+"""The trace a task's executor work continues (None: not traced)."""
 
 _MAX_BACKOFF_S = 10.0
 _EXECUTOR_OPS = (Op.PREPARE, Op.START, Op.STOP, Op.REMOVE)
+_tracer = trace.get_tracer("shoal.agent")
 
 
 class _Slot:
@@ -51,9 +57,10 @@ class _Slot:
 
 
 class Worker:
-    def __init__(self, executor: Executor, report: Report) -> None:
+    def __init__(self, executor: Executor, report: Report, trace_of: TraceOf | None = None) -> None:
         self.executor = executor
         self.report = report
+        self.trace_of = trace_of
         self.slots: dict[str, _Slot] = {}
         self._ready = False
         self._closing = False
@@ -204,6 +211,14 @@ class Worker:
 
     async def _call(self, op: Op, task: Task) -> Container | None:
         self._ops[op].inc()
+        parent = self.trace_of(task) if self.trace_of is not None else None
+        attributes = {"shoal.task_id": task.id, "shoal.executor": self.executor.kind}
+        span = (_tracer.start_as_current_span(f"executor {op.value}", context=parent, attributes=attributes)
+                if parent is not None else contextlib.nullcontext())
+        with span:
+            return await self._execute(op, task)
+
+    async def _execute(self, op: Op, task: Task) -> Container | None:
         match op:
             case Op.PREPARE:
                 return await self.executor.prepare(task)

@@ -15,7 +15,7 @@ decision.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -81,7 +81,10 @@ class TraceIndex:
 
     def traceparent_for(self, event: Event, tasks: Mapping[str, Task] | None = None) -> str | None:
         """The trace the decision to write `event` continues: the newest one about what it touches."""
-        found = [hit for object_id in object_ids(event, tasks) if (hit := self._by_id.get(object_id)) is not None]
+        return self.newest(object_ids(event, tasks))
+
+    def newest(self, object_ids: Iterable[str]) -> str | None:
+        found = [hit for object_id in object_ids if (hit := self._by_id.get(object_id)) is not None]
         return max(found)[1] if found else None
 
 

@@ -75,4 +75,7 @@ async def test_service_create_is_one_trace_from_the_api_to_the_running_task(
         names = [s.name for s in reversed(chain)]
         assert "orchestrator decide" in names and "scheduler decide" in names, names
     agent = {s.name for s in by_id.values() if s.service == "shoal-agent"}
-    assert {"agent preparing", "agent starting", "agent running"} <= agent, agent
+    assert {"agent preparing", "executor start", "agent starting", "agent running"} <= agent, agent
+    for started in (s for s in by_id.values() if s.name == "executor start"):
+        services = [s.service for s in reversed(_chain(started, by_id))]
+        assert services[:3] == ["shoal-api", "shoal-orchestrator", "shoal-scheduler"], services

@@ -136,8 +136,11 @@ def plan(state: ClusterState, service: Service, kept: Sequence[slots.Slot], now_
         out.intents.append(_status(service, UpdateStatus(state=UPDATING, started_at=format_ns(now_ns),
                                                          message="update in progress")))
     for reading in readings:
-        if reading.dirty and any(t.status.state == TaskState.RUNNING for t in reading.fresh):
-            _stop(reading.dirty, planned, out)  # start-first: the new task runs, the old one goes
+        if reading.dirty and reading.fresh and (
+                not policy.start_first or any(t.status.state == TaskState.RUNNING for t in reading.fresh)):
+            # Start-first: the new task runs, the old one goes. Stop-first: the old one should have
+            # gone with the pass that created the new one; a conflict dropped its `shutdown`.
+            _stop(reading.dirty, planned, out)
     busy = sum(_holds_worker(s, r, started_ns, policy, now_ns, out) for s, r in zip(kept, readings, strict=True))
     free = len(to_update) if policy.parallelism == 0 else max(0, policy.parallelism - busy)
     for i in to_update[:free]:

@@ -271,3 +271,21 @@ def test_each_update_step_is_a_complete_decision(order: str) -> None:
         assert w.orchestrate().intents == []
         progress(w)
         w.tick(1)
+
+
+def test_a_slot_never_runs_an_old_spec_task_beside_its_replacement_after_a_partly_written_pass() -> None:
+    """Rule: stop-first, a slot has one task wanted running. A pass is written intent by intent, so a
+    compare-and-set conflict can drop the old task's `shutdown` while its replacement is created; the
+    next pass stops the old task instead of starting it beside the replacement."""
+    w, sid = cluster(replicas=1)
+    old = w.live(sid)[0]
+    w.update(sid, task_template=spec("app:2"))
+    w.apply(w.orchestrate())
+    w.report(old.id, TaskState.SHUTDOWN)
+    waiting = next(t for t in w.live(sid) if t.desired_state == TaskState.READY)
+    w.fold(ServiceUpdated(service_id=sid, spec=w.state.services[sid].previous_spec, rollback=True))  # type: ignore[arg-type]
+    rollback = w.orchestrate()
+    assert summary(rollback, w.state) == [("desired", waiting.id, "shutdown"), ("created", "1", "", "running")]
+    rollback.intents.pop(0)  # lost to a conflict: the agent reported on that task meanwhile
+    w.apply(rollback)
+    assert summary(w.orchestrate(), w.state) == [("desired", waiting.id, "shutdown")]

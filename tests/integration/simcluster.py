@@ -27,6 +27,7 @@ from schemas.task import Task, TaskState
 from services.agent.agent import Agent
 from services.agent.executors.sim import SimExecutor, SimWorld
 from services.agent.identity import Identity
+from services.kernel.fold import apply
 from services.kernel.jetstream import JetStreamLog
 from services.kernel.projection import Projection
 from services.kernel.reconcile import Reconciler
@@ -126,6 +127,18 @@ class SimCluster:
     def of(self, kind: type[msgspec.Struct]) -> list[tuple[Envelope, msgspec.Struct]]:
         """Every event of one kind the log holds, in log order, with its envelope."""
         return [(env, env.event) for env in self.events if isinstance(env.event, kind)]
+
+    def update_states(self, service_id: str) -> list[tuple[str, str]]:
+        """Each UpdateStatus the service went through, as (state, message), replayed from the log."""
+        replay = ClusterState()
+        seen: list[tuple[str, str]] = []
+        for seq, env in enumerate(self.events, start=1):
+            apply(replay, seq, env)
+            status = replay.services[service_id].update_status if service_id in replay.services else None
+            now = ("", "") if status is None else (status.state, status.message)
+            if not seen or seen[-1] != now:
+                seen.append(now)
+        return [s for s in seen if s != ("", "")]
 
     def describe(self) -> str:
         return "; ".join(f"{t.service_name}.{t.slot or t.node_id} {t.id[:6]} {t.node_id or '-'} "

@@ -20,7 +20,6 @@ from schemas.events import (
     TaskCreated,
     TaskDesiredStateChanged,
     TaskStatusChanged,
-    UpdateStatusChanged,
 )
 from schemas.node import NodeSpec
 from schemas.service import (
@@ -123,9 +122,7 @@ async def test_a_rolling_update_replaces_two_slots_at_a_time_until_all_run_the_n
         assert len(c.running("web")) == 10 and {image(t) for t in c.running("web")} == {"app:2"}
         assert sorted(t.slot for t in c.running("web")) == list(range(1, 11))
         assert all(t.status.state == TaskState.SHUTDOWN for t in c.tasks("web") if image(t) == "app:1")
-        states = [ev.update_status.state for _, ev in c.of(UpdateStatusChanged) if isinstance(ev, UpdateStatusChanged)
-                  and ev.update_status is not None]
-        assert states == ["updating", "completed"]
+        assert c.update_states("web") == [("updating", "update in progress"), ("completed", "update completed")]
 
 
 async def test_a_failing_update_pauses_and_a_user_update_resumes_it(jslog: JetStreamLog) -> None:
@@ -151,6 +148,8 @@ async def test_a_failing_update_pauses_and_a_user_update_resumes_it(jslog: JetSt
 
         await c.append(ServiceUpdated(service_id="web", spec=spec("app:3", replicas=4, update=config)))
         await c.until("completed on the fixed spec", lambda: update_status(c) == ("completed", "update completed"))
+        assert c.update_states("web") == [("updating", "update in progress"), (state, message),
+                                          ("updating", "update in progress"), ("completed", "update completed")]
         assert [image(t) for t in c.running("web")] == ["app:3"] * 4
 
 
@@ -165,9 +164,9 @@ async def test_a_failing_update_with_failure_action_rollback_rolls_back(jslog: J
 
         rollback = next(ev for _, ev in c.of(ServiceUpdated) if isinstance(ev, ServiceUpdated) and ev.rollback)
         assert rollback.failed_task and image(c.state.tasks[rollback.failed_task]) == "app:2"
-        states = [(ev.update_status.state, ev.update_status.message) for _, ev in c.of(UpdateStatusChanged)
-                  if isinstance(ev, UpdateStatusChanged) and ev.update_status is not None]
-        assert states == [("updating", "update in progress"), ("rollback_completed", "rollback completed")]
+        rolled_back = f"update rolled back due to failure or early termination of task {rollback.failed_task}"
+        assert c.update_states("web") == [("updating", "update in progress"), ("rollback_started", rolled_back),
+                                          ("rollback_completed", "rollback completed")]
         service = c.state.services["web"]
         assert service.spec == spec(replicas=4, update=config) and service.previous_spec is None
         assert [image(t) for t in c.running("web")] == ["app:1"] * 4

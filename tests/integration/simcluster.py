@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -42,6 +43,8 @@ HEARTBEAT_S = 0.1
 GRACE_S = 1.5
 """Fifteen missed heartbeats: quick to notice a stopped agent, yet never fooled by a loaded machine."""
 SIM_START_S = 0.02
+
+E = TypeVar("E")
 
 
 @dataclass
@@ -124,7 +127,7 @@ class SimCluster:
         return [t for t in self.tasks(service_id)
                 if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.RUNNING]
 
-    def of(self, kind: type[msgspec.Struct]) -> list[tuple[Envelope, msgspec.Struct]]:
+    def of(self, kind: type[E]) -> list[tuple[Envelope, E]]:
         """Every event of one kind the log holds, in log order, with its envelope."""
         return [(env, env.event) for env in self.events if isinstance(env.event, kind)]
 

@@ -85,14 +85,12 @@ async def test_a_failed_task_is_restarted_in_its_slot_after_the_restart_delay(js
         assert c.state.tasks[victim.id].status.err == "task: non-zero exit (1)"
         assert c.state.tasks[victim.id].desired_state == TaskState.SHUTDOWN
 
-        created = next(ev for _, ev in c.of(TaskCreated) if isinstance(ev, TaskCreated)
-                       and ev.task.id == replacement.id)
+        created = next(ev for _, ev in c.of(TaskCreated) if ev.task.id == replacement.id)
         assert created.task.desired_state == TaskState.READY  # created ready, started after the delay
-        failed_at = next(at_ns(env) for env, ev in c.of(TaskStatusChanged) if isinstance(ev, TaskStatusChanged)
-                         and ev.task_id == victim.id and ev.status.state == TaskState.FAILED)
+        failed_at = next(at_ns(env) for env, ev in c.of(TaskStatusChanged)
+                         if ev.task_id == victim.id and ev.status.state == TaskState.FAILED)
         started_at = next(at_ns(env) for env, ev in c.of(TaskDesiredStateChanged)
-                          if isinstance(ev, TaskDesiredStateChanged) and ev.task_id == replacement.id
-                          and ev.desired_state == TaskState.RUNNING)
+                          if ev.task_id == replacement.id and ev.desired_state == TaskState.RUNNING)
         assert started_at - failed_at >= RESTART_DELAY
         assert sorted(t.slot for t in c.running("web")) == [1, 2, 3]
 
@@ -162,7 +160,7 @@ async def test_a_failing_update_with_failure_action_rollback_rolls_back(jslog: J
         await c.append(ServiceUpdated(service_id="web", spec=spec("app:2", replicas=4, env=FAILS, update=config)))
         await c.until("rolled back", lambda: update_status(c)[0] == "rollback_completed")
 
-        rollback = next(ev for _, ev in c.of(ServiceUpdated) if isinstance(ev, ServiceUpdated) and ev.rollback)
+        rollback = next(ev for _, ev in c.of(ServiceUpdated) if ev.rollback)
         assert rollback.failed_task and image(c.state.tasks[rollback.failed_task]) == "app:2"
         rolled_back = f"update rolled back due to failure or early termination of task {rollback.failed_task}"
         assert c.update_states("web") == [("updating", "update in progress"), ("rollback_started", rolled_back),

@@ -359,3 +359,22 @@ def test_a_user_update_during_a_start_first_replacement_shows_updating_until_it_
     w.apply(w.orchestrate())
     w.tick(5)
     settle(w, lambda: status(w, sid) == ("completed", "update completed"), rounds=2)
+
+
+def test_divergence_a_restart_replacement_on_the_new_spec_counts_as_an_update_failure() -> None:
+    """Deliberate divergence (docs/orchestration/rolling-update.md): Swarm counts only the tasks its
+    updater created; Shoal counts every task on the new spec created since the update started, such
+    as the restart replacement (which takes the current spec) of an old task in a slot not yet updated."""
+    w, sid = cluster(update=UpdateConfig(delay=60 * SECOND))
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    progress(w)
+    old = next(t for t in w.live(sid) if t.slot == 3)
+    w.report(old.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    replacement = next(t for t in w.live(sid) if t.slot == 3)
+    assert replacement.spec == spec("app:2")
+    w.run(replacement.id, "n3")
+    w.report(replacement.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    assert status(w, sid) == ("paused", f"update paused due to failure or early termination of task {replacement.id}")

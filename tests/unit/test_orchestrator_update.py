@@ -378,3 +378,17 @@ def test_divergence_a_restart_replacement_on_the_new_spec_counts_as_an_update_fa
     w.report(replacement.id, TaskState.FAILED)
     w.apply(w.orchestrate())
     assert status(w, sid) == ("paused", f"update paused due to failure or early termination of task {replacement.id}")
+
+
+def test_divergence_a_new_task_shut_down_by_a_drain_is_not_an_update_failure() -> None:
+    """Deliberate divergence (docs/orchestration/rolling-update.md): Swarm also counts a new task that
+    reaches `shutdown`; Shoal counts only ends of the task's own (complete, failed, rejected)."""
+    w, sid = cluster()
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    progress(w)
+    new = next(t for t in w.live(sid) if t.spec == spec("app:2") and t.status.state == TaskState.RUNNING)
+    w.node_spec(new.node_id, availability="drain")
+    progress(w, rounds=2)
+    assert w.task(new.id).status.state == TaskState.SHUTDOWN
+    assert status(w, sid) == ("updating", "update in progress")

@@ -89,3 +89,42 @@ async def test_update_failure_pause_resume_rollback_and_drain_with_the_docker_cl
         return len(running) == 4 and node not in hosts.split()
 
     await eventually(drained, 60, f"4 tasks running off {node}")
+
+
+async def test_a_stopped_agent_s_node_goes_down_its_tasks_move_and_it_comes_back(cluster: LocalCluster) -> None:
+    host = cluster.docker_host
+
+    async def statuses() -> dict[str, str]:
+        lines = (await docker(host, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")).splitlines()
+        return dict(line.split() for line in lines)
+
+    async def all_ready() -> bool:
+        return list((await statuses()).values()) == ["Ready"] * 3
+
+    await eventually(all_ready, 60, "three ready nodes")
+    await docker(host, "service", "create", "--detach", "--name", "web", "--replicas", "6", "--restart-delay", "1s",
+                 "busybox", "sleep", "600")
+    await _until_running(cluster, "web", 6)
+    await cluster.stop_process("agent-3")
+
+    async def one_down() -> bool:
+        return sorted((await statuses()).values()) == ["Down", "Ready", "Ready"]
+
+    await eventually(one_down, 60, f"one node down: {await statuses()}")
+    down = next(name for name, status in (await statuses()).items() if status == "Down")
+
+    async def moved() -> bool:
+        hosts = await docker(host, "service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}}",
+                             "web")
+        return len(await _running(cluster, "web")) == 6 and down not in hosts.split()
+
+    await eventually(moved, 60, f"6 tasks running off {down}")
+    await cluster.start_process("agent-3")
+    await eventually(all_ready, 60, f"{down} ready again")
+
+    async def one_running_per_slot() -> bool:
+        tasks = await api_get(cluster.api_url, f"/tasks?filters={quote(filters(service='web'))}")
+        slots = sorted(t["Slot"] for t in tasks if t["Status"]["State"] == "running")
+        return slots == [1, 2, 3, 4, 5, 6]
+
+    await eventually(one_running_per_slot, 60, "no slot with two running tasks after the node came back")

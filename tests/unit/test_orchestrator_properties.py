@@ -24,7 +24,7 @@ from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
 ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick",
-           "update")
+           "update", "update-mon")
 
 policies = st.builds(
     RestartPolicy,
@@ -56,11 +56,11 @@ def step(w: World, action: str, n: int) -> None:
             w.node_status(node, action)
         case "tick":
             w.tick((0.5, 1, 2.5, 61)[n % 4])
-        case "update":
-            template = w.state.services["web"].spec.task_template
+        case "update" | "update-mon":
+            sid = "web" if action == "update" else "mon"
+            template = w.state.services[sid].spec.task_template
             assert template is not None
-            w.update("web", task_template=msgspec.structs.replace(
-                template, container_spec=ContainerSpec(image=f"x:{n}")))
+            w.update(sid, task_template=msgspec.structs.replace(template, container_spec=ContainerSpec(image=f"x:{n}")))
 
 
 def _start(w: World, n: int) -> None:

@@ -46,7 +46,7 @@ def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int
         dead = [t for t in live if t.id not in healthy]
         if healthy:
             out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in dead)
-            others = [t for t in slot.members if t.id not in healthy]
+            others = [t for t in slot.members if t.id not in healthy or t.id in replaced]
             for t in live:
                 if t.id in healthy and t.desired_state == TaskState.READY and t.id not in replaced:
                     _start_when_due(state, slot, t, others, now_ns, out)

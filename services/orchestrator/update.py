@@ -132,17 +132,21 @@ def plan(state: ClusterState, service: Service, kept: Sequence[slots.Slot], now_
         planned.rolled_back = fired
         return planned
     to_update = [i for i, r in enumerate(readings) if r.ready_to_update]
-    if to_update and status is None:
+    if status is None and any(r.dirty and r.updatable for r in readings):  # a slot mid-update counts too
         out.intents.append(_status(service, UpdateStatus(state=UPDATING, started_at=format_ns(now_ns),
                                                          message="update in progress")))
     for reading in readings:
-        if reading.dirty and any(t.status.state == TaskState.RUNNING for t in reading.fresh):
-            _stop(reading.dirty, planned, out)  # start-first: the new task runs, the old one goes
+        if reading.dirty and reading.fresh and (
+                not policy.start_first or any(t.status.state == TaskState.RUNNING for t in reading.fresh)):
+            # Start-first: the new task runs, the old one goes. Stop-first: the old one should have
+            # gone with the pass that created the new one; a conflict dropped its `shutdown`.
+            _stop(reading.dirty, planned, out)
     busy = sum(_holds_worker(s, r, started_ns, policy, now_ns, out) for s, r in zip(kept, readings, strict=True))
     free = len(to_update) if policy.parallelism == 0 else max(0, policy.parallelism - busy)
     for i in to_update[:free]:
         planned.created[i] = _replace(state, kept[i], readings[i], policy, now_ns, planned, out)
-    if in_progress and busy == 0 and not any(r.dirty and r.updatable for r in readings):
+    left = any(r.updatable and any(t.id not in planned.replaced for t in r.dirty) for r in readings)
+    if in_progress and busy == 0 and not any(planned.created) and not left:
         _complete_when_settled(service, ours, started_ns, policy, rolling_back, now_ns, out)
     return planned
 

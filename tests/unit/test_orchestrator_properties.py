@@ -1,11 +1,11 @@
 """Invariants of the orchestrator's `decide` under any sequence of cluster changes (hypothesis).
 
-After every change the orchestrator decides and its decision is applied; then:
+After every change the orchestrator decides (twice, to the same effect) and its decision is applied; then:
 - deciding again on the result creates nothing and changes no live task (one pass is a complete
   decision: no duplicates); it may only prune history the first pass made prunable (a task stopped
   in a pass cannot also be deleted in it), and after a rollback the restored spec gets its own pass,
-- a replicated service occupies exactly `replicas` slots, none with two tasks desired running
-  (except side by side during a start-first update),
+- a replicated service occupies exactly `replicas` slots, none with two tasks desired running, and
+  has no more tasks desired running than `replicas` (except side by side during a start-first update),
 - a global service has at most one task desired running per node.
 """
 
@@ -24,7 +24,7 @@ from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
 ACTIONS = ("scale", "fail", "complete", "start", "stop", "drain", "pause", "activate", "down", "ready", "tick",
-           "update")
+           "update", "update-mon")
 
 policies = st.builds(
     RestartPolicy,
@@ -56,11 +56,11 @@ def step(w: World, action: str, n: int) -> None:
             w.node_status(node, action)
         case "tick":
             w.tick((0.5, 1, 2.5, 61)[n % 4])
-        case "update":
-            template = w.state.services["web"].spec.task_template
+        case "update" | "update-mon":
+            sid = "web" if action == "update" else "mon"
+            template = w.state.services[sid].spec.task_template
             assert template is not None
-            w.update("web", task_template=msgspec.structs.replace(
-                template, container_spec=ContainerSpec(image=f"x:{n}")))
+            w.update(sid, task_template=msgspec.structs.replace(template, container_spec=ContainerSpec(image=f"x:{n}")))
 
 
 def _start(w: World, n: int) -> None:
@@ -92,6 +92,10 @@ def check_invariants(w: World) -> None:
     config = web.spec.update_config
     side_by_side = 2 if config is not None and config.order == "start-first" else 1
     assert all(n <= side_by_side for n in running.values()), running
+    status = web.update_status
+    start_first_update = side_by_side == 2 and status is not None and status.state not in ("completed",
+                                                                                           "rollback_completed")
+    assert sum(running.values()) <= replicas(web) or start_first_update, (running, status)
     per_node = Counter(t.node_id for t in w.tasks("mon") if t.desired_state == TaskState.RUNNING)
     assert all(n == 1 for n in per_node.values()), per_node
 
@@ -110,6 +114,7 @@ def test_decisions_are_complete_and_keep_the_slot_invariants(policy: RestartPoli
     for action, n in plan + finish:
         step(w, action, n)
         first = w.orchestrate()
+        assert summary(w.orchestrate(), w.state) == summary(first, w.state)  # the same state, the same decision
         w.apply(first)
         if ("service", "rollback") in summary(first, w.state):
             w.apply(w.orchestrate())  # a rolled-back spec is a new spec: it is decided for in its own pass

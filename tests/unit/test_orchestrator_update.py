@@ -271,3 +271,124 @@ def test_each_update_step_is_a_complete_decision(order: str) -> None:
         assert w.orchestrate().intents == []
         progress(w)
         w.tick(1)
+
+
+def test_a_slot_never_runs_an_old_spec_task_beside_its_replacement_after_a_partly_written_pass() -> None:
+    """Rule: stop-first, a slot has one task wanted running. A pass is written intent by intent, so a
+    compare-and-set conflict can drop the old task's `shutdown` while its replacement is created; the
+    next pass stops the old task instead of starting it beside the replacement."""
+    w, sid = cluster(replicas=1)
+    old = w.live(sid)[0]
+    w.update(sid, task_template=spec("app:2"))
+    w.apply(w.orchestrate())
+    w.report(old.id, TaskState.SHUTDOWN)
+    waiting = next(t for t in w.live(sid) if t.desired_state == TaskState.READY)
+    w.fold(ServiceUpdated(service_id=sid, spec=w.state.services[sid].previous_spec, rollback=True))  # type: ignore[arg-type]
+    rollback = w.orchestrate()
+    assert summary(rollback, w.state) == [("desired", waiting.id, "shutdown"), ("created", "1", "", "running")]
+    rollback.intents.pop(0)  # lost to a conflict: the agent reported on that task meanwhile
+    w.apply(rollback)
+    assert summary(w.orchestrate(), w.state) == [("desired", waiting.id, "shutdown")]
+
+
+def test_monitor_a_new_task_that_fails_after_it_ran_is_an_update_failure() -> None:
+    """Rule (swarm-behaviour 3.3): a task the update started that stops on its own within Monitor of
+    running counts as a failure, even though it ran."""
+    w, sid = cluster(update=UpdateConfig(monitor=10 * SECOND))
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    progress(w)
+    first = next(t for t in w.live(sid) if t.spec.container_spec and t.spec.container_spec.image == "app:2"
+                 and t.status.state == TaskState.RUNNING)
+    w.tick(2)
+    w.report(first.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    assert status(w, sid) == ("paused", f"update paused due to failure or early termination of task {first.id}")
+
+
+def test_divergence_a_failure_counts_during_the_whole_update_even_past_monitor() -> None:
+    """Deliberate divergence (docs/orchestration/rolling-update.md): Swarm watches each new task for
+    Monitor only; Shoal counts a new task's failure until the update completes."""
+    w, sid = cluster(update=UpdateConfig(monitor=SECOND, delay=10 * SECOND))
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    first = next(t for t in w.live(sid) if t.spec.container_spec and t.spec.container_spec.image == "app:2")
+    w.tick(5)  # past Monitor; the update still waits out its Delay before the next slot
+    w.report(first.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    assert status(w, sid)[0] == "paused"
+
+
+def test_after_the_update_completed_a_failure_is_only_restarted() -> None:
+    w, sid = cluster()
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid) == ["app:2"] * 3)
+    progress(w)
+    w.tick(5)
+    settle(w, lambda: status(w, sid) == ("completed", "update completed"), rounds=2)
+    task = w.live(sid)[0]
+    w.report(task.id, TaskState.FAILED)
+    assert summary(w.orchestrate(), w.state) == [("desired", task.id, "shutdown"), ("created", "1", "", "running")]
+    w.apply(w.orchestrate())
+    assert status(w, sid) == ("completed", "update completed")
+
+
+def test_start_first_a_new_task_that_fails_leaves_the_old_one_running() -> None:
+    w, sid = cluster(replicas=1, update=UpdateConfig(order="start-first"))
+    old = w.tasks(sid)[0]
+    w.update(sid, task_template=spec("bad:1"))
+    settle(w, lambda: status(w, sid)[0] == "paused", fail={"bad:1"})
+    assert w.task(old.id).desired_state == TaskState.RUNNING
+    assert w.task(old.id).status.state == TaskState.RUNNING
+
+
+def test_a_user_update_during_a_start_first_replacement_shows_updating_until_it_completes() -> None:
+    """Rule (swarm-behaviour 3.2/3.4): a user update clears UpdateStatus; while any slot still holds a
+    task on an old spec the update is `updating` again, here a start-first pair still side by side."""
+    w, sid = cluster(replicas=1, update=UpdateConfig(order="start-first"))
+    old = w.tasks(sid)[0]
+    w.update(sid, task_template=spec("app:2"))
+    w.apply(w.orchestrate())
+    w.update(sid)  # `docker service update web` with no change
+    assert status(w, sid) == ("", "")
+    assert summary(w.orchestrate(), w.state) == [("update", "updating")]
+    w.apply(w.orchestrate())
+    new = next(t for t in w.tasks(sid) if t.id != old.id)
+    w.run(new.id, "n2")
+    assert summary(w.orchestrate(), w.state) == [("desired", old.id, "shutdown")]
+    w.apply(w.orchestrate())
+    w.tick(5)
+    settle(w, lambda: status(w, sid) == ("completed", "update completed"), rounds=2)
+
+
+def test_divergence_a_restart_replacement_on_the_new_spec_counts_as_an_update_failure() -> None:
+    """Deliberate divergence (docs/orchestration/rolling-update.md): Swarm counts only the tasks its
+    updater created; Shoal counts every task on the new spec created since the update started, such
+    as the restart replacement (which takes the current spec) of an old task in a slot not yet updated."""
+    w, sid = cluster(update=UpdateConfig(delay=60 * SECOND))
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    progress(w)
+    old = next(t for t in w.live(sid) if t.slot == 3)
+    w.report(old.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    replacement = next(t for t in w.live(sid) if t.slot == 3)
+    assert replacement.spec == spec("app:2")
+    w.run(replacement.id, "n3")
+    w.report(replacement.id, TaskState.FAILED)
+    w.apply(w.orchestrate())
+    assert status(w, sid) == ("paused", f"update paused due to failure or early termination of task {replacement.id}")
+
+
+def test_divergence_a_new_task_shut_down_by_a_drain_is_not_an_update_failure() -> None:
+    """Deliberate divergence (docs/orchestration/rolling-update.md): Swarm also counts a new task that
+    reaches `shutdown`; Shoal counts only ends of the task's own (complete, failed, rejected)."""
+    w, sid = cluster()
+    w.update(sid, task_template=spec("app:2"))
+    settle(w, lambda: images(w, sid).count("app:2") == 1)
+    progress(w)
+    new = next(t for t in w.live(sid) if t.spec == spec("app:2") and t.status.state == TaskState.RUNNING)
+    w.node_spec(new.node_id, availability="drain")
+    progress(w, rounds=2)
+    assert w.task(new.id).status.state == TaskState.SHUTDOWN
+    assert status(w, sid) == ("updating", "update in progress")

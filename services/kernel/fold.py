@@ -37,7 +37,7 @@ from schemas.events import (
     UpdateStatusChanged,
 )
 from schemas.node import Node, NodeStatus
-from schemas.service import Endpoint, Service, UpdateStatus
+from schemas.service import Endpoint, JobStatus, Service, ServiceSpec, UpdateStatus
 from schemas.task import RANK, TaskState, TaskStatus
 from services.kernel.state import Cluster, ClusterState
 
@@ -190,6 +190,7 @@ def _service_created(state: ClusterState, seq: int, env: Envelope, ev: ServiceCr
         updated_at=env.time,
         spec=ev.spec,
         endpoint=Endpoint(spec=ev.spec.endpoint_spec),
+        job_status=_job_status(ev.spec, -1, env.time),
         spec_version=Version(seq),
     )
     state.service_by_name[ev.spec.name] = ev.service_id
@@ -209,6 +210,7 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     svc.previous_spec, svc.spec = (None if automatic else svc.spec), ev.spec
     svc.version, svc.updated_at, svc.spec_version = Version(seq), env.time, Version(seq)
     svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec)
+    svc.job_status = _job_status(ev.spec, svc.job_status.job_iteration.index if svc.job_status else -1, env.time)
     svc.update_status = None
     if ev.rollback:
         message = (f"update rolled back due to failure or early termination of task {ev.failed_task}"
@@ -217,6 +219,15 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     state.last_service_spec_seq = seq
     state.touch(service_id=svc.id)
     return True
+
+
+def _job_status(spec: ServiceSpec, iteration: int, time: str) -> JobStatus | None:
+    """A job runs again on every change of its spec: the next iteration, executed now (swarmkit's
+    controlapi). Services that are not jobs have no JobStatus."""
+    mode = spec.mode
+    if mode is None or (mode.replicated_job is None and mode.global_job is None):
+        return None
+    return JobStatus(job_iteration=Version(iteration + 1), last_execution=time)
 
 
 def _service_removed(state: ClusterState, seq: int, env: Envelope, ev: ServiceRemoved) -> bool:

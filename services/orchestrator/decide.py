@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import global_, replicated, tasks
+from services.orchestrator import global_, jobs, replicated, tasks
 from services.orchestrator.nodes import is_invalid
 
 DEFAULT_HISTORY_LIMIT = 5
@@ -31,6 +31,8 @@ def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int
         for service in state.services.values():
             if service.id not in whole and is_global(service):
                 global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
+            elif service.id not in whole and _is_global_job(service):
+                jobs.reconcile(state, service, now_ns, settings.history_limit, out)
     return out
 
 
@@ -52,12 +54,17 @@ def is_replicated(service: Service) -> bool:
     return mode is None or (mode.global_ is None and mode.replicated_job is None and mode.global_job is None)
 
 
+def _is_global_job(service: Service) -> bool:
+    mode = service.spec.mode
+    return mode is not None and mode.global_job is not None
+
+
 def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:
     """Services with live tasks on a node that can no longer run them (down, drained or deleted)."""
     hit: set[str] = set()
     for node_id in nodes:
         if is_invalid(state.nodes.get(node_id)):
-            hit.update(t.service_id for t in state.tasks_on_node(node_id) if tasks.is_live(t))
+            hit.update(t.service_id for t in state.tasks_on_node(node_id) if jobs.is_wanted(t))
     return hit
 
 
@@ -69,4 +76,5 @@ def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settin
         replicated.reconcile(state, service, now_ns, settings.history_limit, out)
     elif is_global(service):
         global_.reconcile(state, service, now_ns, settings.history_limit, out)
-    # Jobs (ReplicatedJob, GlobalJob) are not orchestrated yet: their tasks are left alone.
+    else:
+        jobs.reconcile(state, service, now_ns, settings.history_limit, out)

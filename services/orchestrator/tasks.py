@@ -76,6 +76,7 @@ def oldest_first(tasks: Iterable[Task]) -> list[Task]:
 
 def create(service: Service, *, slot: int = 0, node_id: str = "",
            desired: TaskState = TaskState.RUNNING) -> Intent:
+    """A new task on the service's current spec (and, for a job, its current iteration)."""
     task = Task(
         id=new_id(),
         spec=service.spec.task_template or TaskSpec(),
@@ -86,6 +87,7 @@ def create(service: Service, *, slot: int = 0, node_id: str = "",
         node_id=node_id,
         status=TaskStatus(state=TaskState.NEW, message="created"),
         desired_state=desired,
+        job_iteration=service.job_status.job_iteration if service.job_status is not None else None,
     )
     return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id))
 

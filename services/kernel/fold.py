@@ -132,6 +132,7 @@ def _node_joined(state: ClusterState, seq: int, env: Envelope, ev: NodeJoined) -
         spec=_replace(ev.spec, labels=ev.spec.labels or {}),
         description=ev.description,
         status=NodeStatus(state="ready", addr=ev.addr),
+        status_since=env.time,
     )
     state.touch(node_id=ev.node_id)
     return True
@@ -143,6 +144,8 @@ def _node_rejoined(state: ClusterState, seq: int, env: Envelope, ev: NodeRejoine
         return False
     node.version, node.updated_at = Version(seq), env.time
     node.description = ev.description
+    if node.status.state != "ready":
+        node.status_since = env.time
     node.status = NodeStatus(state="ready", addr=ev.addr)
     state.touch(node_id=ev.node_id)
     return True
@@ -163,6 +166,8 @@ def _node_status(state: ClusterState, seq: int, env: Envelope, ev: NodeStatusCha
     if node is None:
         return False
     node.version, node.updated_at = Version(seq), env.time
+    if node.status.state != ev.state:
+        node.status_since = env.time
     node.status = NodeStatus(state=ev.state, message=ev.message or None, addr=node.status.addr)
     state.touch(node_id=ev.node_id)
     return True

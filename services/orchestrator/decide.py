@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import global_, jobs, replicated, tasks
+from services.orchestrator import global_, jobs, orphans, replicated, tasks
 from services.orchestrator.nodes import is_invalid
 
 DEFAULT_HISTORY_LIMIT = 5
@@ -19,6 +19,8 @@ DEFAULT_HISTORY_LIMIT = 5
 class Settings:
     history_limit: int = DEFAULT_HISTORY_LIMIT
     """Tasks kept per slot, the live one included (swarmkit's TaskHistoryRetentionLimit); negative: all."""
+    orphan_after_ns: int = orphans.ORPHAN_AFTER_S * 1_000_000_000
+    """How long a node stays down before its tasks are `orphaned` (swarmkit: 24 h)."""
 
 
 def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
@@ -33,6 +35,7 @@ def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int
                 global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
             elif service.id not in whole and _is_global_job(service):
                 jobs.reconcile(state, service, now_ns, settings.history_limit, out)
+    out.extend(orphans.decide(state, nodes, now_ns, settings.orphan_after_ns))
     return out
 
 

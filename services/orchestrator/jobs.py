@@ -43,11 +43,6 @@ class Phase(Enum):
     """Its last task ended and will not be run again."""
 
 
-def is_job(service: Service) -> bool:
-    mode = service.spec.mode
-    return mode is not None and (mode.replicated_job is not None or mode.global_job is not None)
-
-
 def limits(job: ReplicatedJob) -> tuple[int, int]:
     """(MaxConcurrent, TotalCompletions) with the Engine API's defaults: 1, and MaxConcurrent."""
     concurrent = 1 if job.max_concurrent is None else job.max_concurrent

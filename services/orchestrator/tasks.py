@@ -104,9 +104,10 @@ def delete(task: Task) -> Intent:
     return _on(task, TaskRemoved(task_id=task.id))
 
 
-def orphan(task: Task) -> Intent:
-    """Its node was deleted: no agent will ever report this task again, so the managers close it."""
-    status = msgspec.structs.replace(task.status, state=TaskState.ORPHANED, message=ORPHANED_MESSAGE, timestamp="")
+def orphan(task: Task, message: str = ORPHANED_MESSAGE) -> Intent:
+    """No agent will report this task again (its node was deleted, or has been down too long), so
+    the managers close it."""
+    status = msgspec.structs.replace(task.status, state=TaskState.ORPHANED, message=message, timestamp="")
     return _on(task, TaskStatusChanged(task_id=task.id, status=status))
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import global_, jobs, orphans, replicated, tasks
-from services.orchestrator.nodes import is_invalid
+from services.orchestrator import global_, jobs, orphans, rebalance, replicated, tasks
+from services.orchestrator.nodes import is_invalid, takes_new_tasks
 
 DEFAULT_HISTORY_LIMIT = 5
 
@@ -21,6 +21,8 @@ class Settings:
     """Tasks kept per slot, the live one included (swarmkit's TaskHistoryRetentionLimit); negative: all."""
     orphan_after_ns: int = orphans.ORPHAN_AFTER_S * 1_000_000_000
     """How long a node stays down before its tasks are `orphaned` (swarmkit: 24 h)."""
+    rebalance: bool = False
+    """Rebalance every replicated service, not only those labelled `shoal.rebalance=true`."""
 
 
 def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
@@ -35,6 +37,10 @@ def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int
                 global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
             elif service.id not in whole and _is_global_job(service):
                 jobs.reconcile(state, service, now_ns, settings.history_limit, out)
+    if any(n in state.nodes and takes_new_tasks(state.nodes[n]) for n in nodes):
+        for service in state.services.values():
+            if service.id not in whole and _rebalances(service, settings):
+                rebalance.reconcile(state, service, now_ns, out)
     out.extend(orphans.decide(state, nodes, now_ns, settings.orphan_after_ns))
     return out
 
@@ -57,6 +63,10 @@ def is_replicated(service: Service) -> bool:
     return mode is None or (mode.global_ is None and mode.replicated_job is None and mode.global_job is None)
 
 
+def _rebalances(service: Service, settings: Settings) -> bool:
+    return is_replicated(service) and rebalance.opted_in(service, settings.rebalance)
+
+
 def _is_global_job(service: Service) -> bool:
     mode = service.spec.mode
     return mode is not None and mode.global_job is not None
@@ -77,6 +87,8 @@ def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settin
         out.intents.extend(tasks.retire_all(state.tasks_of_service(service_id), state))
     elif is_replicated(service):
         replicated.reconcile(state, service, now_ns, settings.history_limit, out)
+        if rebalance.opted_in(service, settings.rebalance):
+            rebalance.reconcile(state, service, now_ns, out)
     elif is_global(service):
         global_.reconcile(state, service, now_ns, settings.history_limit, out)
     else:

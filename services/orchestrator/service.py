@@ -33,10 +33,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="tasks kept per slot, the live one included; negative keeps all (default: %(default)s)")
     parser.add_argument("--orphan-after", type=float, default=ORPHAN_AFTER_S, metavar="SECONDS",
                         help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h)")
+    parser.add_argument("--rebalance", action="store_true",
+                        help="rebalance every replicated service when nodes join or return, not only those "
+                             "labelled shoal.rebalance=true")
 
 
 def settings(args: argparse.Namespace) -> Settings:
-    return Settings(history_limit=args.task_history_limit, orphan_after_ns=int(args.orphan_after * 1e9))
+    return Settings(history_limit=args.task_history_limit, orphan_after_ns=int(args.orphan_after * 1e9),
+                    rebalance=args.rebalance)
 
 
 def reconciler(projection: Projection, writer: Writer, settings: Settings,

@@ -75,10 +75,11 @@ def oldest_first(tasks: Iterable[Task]) -> list[Task]:
 
 
 def create(service: Service, *, slot: int = 0, node_id: str = "",
-           desired: TaskState = TaskState.RUNNING) -> Intent:
+           desired: TaskState = TaskState.RUNNING, labels: dict[str, str] | None = None) -> Intent:
     """A new task on the service's current spec (and, for a job, its current iteration)."""
     task = Task(
         id=new_id(),
+        labels=labels or {},
         spec=service.spec.task_template or TaskSpec(),
         spec_version=service.spec_version,
         service_id=service.id,

@@ -62,20 +62,23 @@ class SimCluster:
     async def until(self, what: str, check: Callable[[], bool], within_s: float = 30,
                     watch: Callable[[], None] | None = None) -> None:
         """Wait for `check` on the observer's view, calling `watch` after every applied entry."""
+        listener = (lambda seq, env: watch()) if watch is not None else None
+        if listener is not None:
+            self.observer.listeners.append(listener)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
-        while True:
-            if watch is not None:
-                watch()
-            if check():
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
-            self.observer.updated.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, 0.2)):
-                    await self.observer.updated.wait()
+        try:
+            while not check():
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
+                self.observer.updated.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, 0.2)):
+                        await self.observer.updated.wait()
+        finally:
+            if listener is not None:
+                self.observer.listeners.remove(listener)
 
     def tasks(self, service_id: str) -> list[Task]:
         return self.state.tasks_of_service(service_id)

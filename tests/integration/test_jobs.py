@@ -38,10 +38,9 @@ async def test_a_job_runs_5_completions_2_at_a_time(jslog: JetStreamLog) -> None
             going = [t for t in c.tasks("batch") if RANK[t.status.state] <= RANK[TaskState.RUNNING]
                      and t.desired_state == TaskState.COMPLETE]
             most = max(most, len(going))
-            assert len(going) <= 2, c.describe()
 
         await c.until("5 completions", lambda: completed(c, "batch") == [0, 1, 2, 3, 4], watch=watch)
-        assert most == 2
+        assert most == 2, "never more than MaxConcurrent on their way, and that many at the start"
         assert len(c.tasks("batch")) == 5 and {t.node_id for t in c.tasks("batch")} == {"n1", "n2"}
 
         await c.append(ServiceUpdated(service_id="batch", spec=batch(3, 3)))

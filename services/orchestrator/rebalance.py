@@ -23,7 +23,7 @@ from schemas.task import Task, TaskState
 from services.kernel import constraints
 from services.kernel.reconcile import Decision, Timer
 from services.kernel.state import ClusterState
-from services.orchestrator import tasks
+from services.orchestrator import slots, tasks
 from services.orchestrator.nodes import takes_new_tasks, wanted_constraints
 from services.orchestrator.replicated import replicas
 from services.orchestrator.restart import RestartPolicy
@@ -46,7 +46,7 @@ def moved_from(task: Task) -> str:
 def reconcile(state: ClusterState, service: Service, now_ns: int, out: Decision) -> None:
     by_slot: defaultdict[int, list[Task]] = defaultdict(list)
     for t in state.tasks_of_service(service.id):
-        if tasks.is_live(t):
+        if tasks.is_live(t) and not slots.is_dead(t, state):  # the dead are the slot's to replace
             by_slot[t.slot].append(t)
     if not _settled(service, by_slot):
         return

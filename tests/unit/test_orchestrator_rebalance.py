@@ -4,7 +4,11 @@ stopping the old. Each test names the rule it checks."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas.events import TaskCreated
 from schemas.service import (
@@ -198,3 +202,63 @@ def test_deciding_twice_starts_no_second_move() -> None:
     w = crowded()
     w.apply(w.orchestrate(nodes=["n2"]))
     assert w.orchestrate().intents == []
+
+
+# -- invariants under any sequence of changes (hypothesis) ---------------------------------------------
+# A move starts only once the service is settled, which the orchestrator's own pass may just have made
+# it (a scale-down, a dead task replaced): so the pass after it may start moves, and nothing else; the
+# pass after that only prunes history; then nothing. No slot ever has more than two tasks wanted running.
+
+ACTIONS = ("start", "stop", "fail", "join", "drain", "activate", "down", "ready", "tick", "scale")
+
+
+def _act(w: World, action: str, n: int) -> None:
+    nodes = sorted(w.state.nodes)
+    node = nodes[n % len(nodes)]
+    live = running(w)
+    match action:
+        case "start":
+            usable = [x for x in nodes if w.state.nodes[x].status.state == "ready"
+                      and w.state.nodes[x].spec.availability == "active"]
+            for t in w.tasks("web"):
+                if t.desired_state == S.RUNNING and t.status.state in (S.NEW, S.PENDING) and (t.node_id or usable):
+                    w.run(t.id, t.node_id or usable[(n + t.slot) % len(usable)])
+        case "stop":
+            for t in w.tasks("web"):
+                if t.desired_state in (S.SHUTDOWN, S.REMOVE) and t.status.state == S.RUNNING:
+                    w.report(t.id, S.SHUTDOWN)
+        case "fail" if live:
+            w.report(live[n % len(live)].id, S.FAILED)
+        case "join":
+            w.node(f"j{n}")
+        case "drain" | "activate":
+            w.node_spec(node, availability="active" if action == "activate" else "drain")
+        case "down" | "ready":
+            w.node_status(node, action)
+        case "tick":
+            w.tick((0.5, 6, 61)[n % 3])
+        case "scale":
+            w.scale("web", n % 7)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parallelism=st.sampled_from([None, 0, 2]), plan=st.lists(
+    st.tuples(st.sampled_from(ACTIONS), st.integers(0, 11)), max_size=30))
+def test_rebalancing_settles_in_a_pass_after_the_orchestrators_own_and_keeps_one_move_per_slot(parallelism: int | None,
+                                                                           plan: list[tuple[str, int]]) -> None:
+    w = crowded(update=UpdateConfig(parallelism=parallelism),
+                template=TaskSpec(container_spec=ContainerSpec(image="nginx"), restart_policy=RestartPolicy(delay=0)))
+    for action, n in [*plan, ("start", 0)]:
+        _act(w, action, n)
+        first = w.orchestrate()
+        w.apply(first)
+        second = w.orchestrate()
+        assert all(isinstance(i.event, TaskCreated) and i.event.task.labels or s[0] == "removed"
+                   for i, s in zip(second.intents, summary(second, w.state), strict=True)), (action, second)
+        w.apply(second)
+        late = summary(w.orchestrate(), w.state)
+        assert all(s[0] == "removed" for s in late), (action, late)
+        w.apply(w.orchestrate())
+        assert w.orchestrate().intents == []
+        wanted = Counter(t.slot for t in w.tasks("web") if t.desired_state == S.RUNNING)
+        assert all(k <= 2 for k in wanted.values()), wanted

@@ -253,7 +253,7 @@ def test_rebalancing_settles_in_a_pass_after_the_orchestrators_own_and_keeps_one
         first = w.orchestrate()
         w.apply(first)
         second = w.orchestrate()
-        assert all(isinstance(i.event, TaskCreated) and i.event.task.labels or s[0] == "removed"
+        assert all((isinstance(i.event, TaskCreated) and i.event.task.labels) or s[0] == "removed"
                    for i, s in zip(second.intents, summary(second, w.state), strict=True)), (action, second)
         w.apply(second)
         late = summary(w.orchestrate(), w.state)

@@ -89,6 +89,8 @@ def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settin
         replicated.reconcile(state, service, now_ns, settings.history_limit, out)
         if rebalance.opted_in(service, settings.rebalance):
             rebalance.reconcile(state, service, now_ns, out)
+        else:
+            rebalance.cancel(state, service, out)
     elif is_global(service):
         global_.reconcile(state, service, now_ns, settings.history_limit, out)
     else:

@@ -59,6 +59,14 @@ def reconcile(state: ClusterState, service: Service, now_ns: int, out: Decision)
         out.intents.append(tasks.create(service, slot=source.slot, node_id=target, labels={FROM: source.id}))
 
 
+def cancel(state: ClusterState, service: Service, out: Decision) -> None:
+    """A service that no longer opts in: moves not yet running are called off (the old task stays)."""
+    live = [t for t in state.tasks_of_service(service.id) if tasks.is_live(t)]
+    ids = {t.id for t in live}
+    out.intents.extend(tasks.set_desired(t, TaskState.SHUTDOWN) for t in live  # the dead are the slot's
+                       if moved_from(t) in ids and t.status.state != TaskState.RUNNING and not slots.is_dead(t, state))
+
+
 def _move(live: list[Task]) -> Task | None:
     """The new task of a move still under way in this slot: its old task is still wanted."""
     ids = {t.id for t in live}

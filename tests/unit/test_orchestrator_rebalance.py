@@ -262,3 +262,11 @@ def test_rebalancing_settles_in_a_pass_after_the_orchestrators_own_and_keeps_one
         assert w.orchestrate().intents == []
         wanted = Counter(t.slot for t in w.tasks("web") if t.desired_state == S.RUNNING)
         assert all(k <= 2 for k in wanted.values()), wanted
+
+
+def test_removing_the_label_calls_off_a_move_that_is_not_running_yet() -> None:
+    w = crowded()
+    w.apply(w.orchestrate(nodes=["n2"]))
+    new = next(t for t in w.tasks("web") if t.labels)
+    w.update("web", labels={})
+    assert summary(w.orchestrate(), w.state) == [("desired", new.id, "shutdown")]

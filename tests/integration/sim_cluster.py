@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+
+from nats.aio.subscription import Subscription
 
 from schemas.events import AnyEvent
 from schemas.node import NodeDescription, NodeResources, NodeSpec
@@ -21,6 +24,7 @@ from services.kernel.state import ClusterState
 from services.kernel.writer import Intent, Writer
 from services.orchestrator import service as orchestrator
 from services.orchestrator.decide import Settings
+from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.scheduler import service as scheduler
 
 
@@ -41,19 +45,24 @@ class SimCluster:
     def state(self) -> ClusterState:
         return self.observer.state
 
-    def spawn(self, run: Coroutine[None, None, None]) -> None:
-        self.running.append(asyncio.create_task(run))
+    def spawn(self, run: Coroutine[None, None, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(run)
+        self.running.append(task)
+        return task
 
-    async def loop(self, make: Callable[[Projection, Writer], Reconciler], name: str) -> None:
+    async def loop(self, make: Callable[[Projection, Writer], Reconciler], name: str) -> Reconciler:
         projection = Projection(self.log, track_changes=True)
         await projection.start()
-        self.spawn(make(projection, Writer(self.log, name)).run())
+        loop = make(projection, Writer(self.log, name))
+        self.spawn(loop.run())
+        return loop
 
-    async def agent(self, *node_ids: str) -> None:
-        """A `sim` agent process hosting these nodes: it joins them, heartbeats and runs their tasks."""
+    async def agent(self, *node_ids: str) -> asyncio.Task[None]:
+        """A `sim` agent process hosting these nodes: it joins them, heartbeats and runs their tasks.
+        Cancel the returned task to take the agent away (its tasks stay as the log last saw them)."""
         agent = Agent(self.log, self.log.nc.publish, [identity(n) for n in node_ids], SimExecutor(),
-                      heartbeat_s=0.2)
-        self.spawn(agent.run())
+                      heartbeat_s=0.1)
+        return self.spawn(agent.run())
 
     async def append(self, *events: AnyEvent) -> None:
         results = await self.client.append([Intent(ev) for ev in events], self.state)
@@ -89,13 +98,20 @@ class SimCluster:
 
 
 @contextlib.asynccontextmanager
-async def sim_cluster(log: JetStreamLog, settings: Settings | None = None) -> AsyncIterator[SimCluster]:
-    """Orchestrator and scheduler running; add agents with `await c.agent(...)`."""
+async def sim_cluster(log: JetStreamLog, settings: Settings | None = None,
+                      heartbeat_grace_s: float | None = None) -> AsyncIterator[SimCluster]:
+    """Orchestrator and scheduler running; add agents with `await c.agent(...)`. With a heartbeat
+    grace the orchestrator also listens to heartbeats and marks silent nodes down."""
     observer = Projection(log)
     await observer.start()
     c = SimCluster(log, observer, Writer(log, "test"))
+    liveness = Liveness(time.time_ns(), heartbeat_grace_s) if heartbeat_grace_s is not None else None
     try:
-        await c.loop(lambda p, w: orchestrator.reconciler(p, w, settings or Settings()), "orchestrator")
+        loop = await c.loop(lambda p, w: orchestrator.reconciler(p, w, settings or Settings(), liveness),
+                            "orchestrator")
+        if liveness is not None:
+            sub = await log.nc.subscribe(HEARTBEATS_SUBJECT, cb=orchestrator.listen(liveness, loop))
+            c.spawn(_unsubscribe_on_cancel(sub))
         await c.loop(lambda p, w: scheduler.reconciler(p, w), "scheduler")
         yield c
     finally:
@@ -105,3 +121,10 @@ async def sim_cluster(log: JetStreamLog, settings: Settings | None = None) -> As
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await observer.stop()
+
+
+async def _unsubscribe_on_cancel(sub: Subscription) -> None:
+    try:
+        await asyncio.Future()
+    finally:
+        await sub.unsubscribe()

@@ -23,7 +23,8 @@ async def test_tasks_of_a_node_down_longer_than_the_orphan_period_are_orphaned(j
         await c.until("two nodes", lambda: len(c.state.nodes) == 2)
         await c.append(ServiceCreated(service_id="web", spec=ServiceSpec(
             name="web", mode=ServiceMode(replicated=ReplicatedService(replicas=2)),
-            task_template=TaskSpec(container_spec=ContainerSpec(image="nginx"), restart_policy=RestartPolicy(delay=0)))))
+            task_template=TaskSpec(container_spec=ContainerSpec(image="nginx"),
+                                   restart_policy=RestartPolicy(delay=0)))))
         await c.until("one running task per node", lambda: sorted(
             t.node_id for t in c.tasks("web") if t.status.state == TaskState.RUNNING) == ["n1", "n2"])
         (stranded,) = [t for t in c.tasks("web") if t.node_id == "n2"]

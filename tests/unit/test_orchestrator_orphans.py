@@ -3,11 +3,14 @@ become `orphaned`. Each test names the rule it checks."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from schemas.task import TaskState
 from services.orchestrator.decide import Settings
 from services.orchestrator.orphans import ORPHAN_AFTER_S
+from services.orchestrator.service import add_args, settings
 from tests.world import SECOND, World, summary
 
 S = TaskState
@@ -88,3 +91,11 @@ def test_a_change_of_availability_while_down_does_not_restart_the_clock() -> Non
     w.apply(w.orchestrate())
     w.tick(12 * HOUR)
     assert ("status", task_id, "orphaned") in summary(w.orchestrate(nodes=["n1"]), w.state)
+
+
+def test_orchestrator_flags_set_the_orphan_period_and_cluster_wide_rebalance() -> None:
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    assert settings(parser.parse_args([])) == Settings()
+    assert settings(parser.parse_args(["--orphan-after", "2.5", "--rebalance"])) == Settings(
+        orphan_after_ns=2_500_000_000, rebalance=True)

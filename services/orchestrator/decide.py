@@ -37,7 +37,7 @@ def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int
                 global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
             elif service.id not in whole and _is_global_job(service):
                 jobs.reconcile(state, service, now_ns, settings.history_limit, out)
-    if any(n in state.nodes and takes_new_tasks(state.nodes[n]) for n in nodes):
+    if any(_wants_share(state, n, settings) for n in nodes):
         for service in state.services.values():
             if service.id not in whole and _rebalances(service, settings):
                 rebalance.reconcile(state, service, now_ns, out)
@@ -65,6 +65,17 @@ def is_replicated(service: Service) -> bool:
 
 def _rebalances(service: Service, settings: Settings) -> bool:
     return is_replicated(service) and rebalance.opted_in(service, settings.rebalance)
+
+
+def _wants_share(state: ClusterState, node_id: str, settings: Settings) -> bool:
+    """A node that joined or came back: ready, active, and running nothing that rebalances. (Nodes
+    are touched by every task event on them too; once a node holds a task of a rebalanced service,
+    that service's own task events drive the next moves, so the scan over all services is skipped.)"""
+    node = state.nodes.get(node_id)
+    if node is None or not takes_new_tasks(node):
+        return False
+    return not any(tasks.is_live(t) and (s := state.services.get(t.service_id)) is not None and _rebalances(s, settings)
+                   for t in state.tasks_on_node(node_id))
 
 
 def _is_global_job(service: Service) -> bool:

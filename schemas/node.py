@@ -56,3 +56,5 @@ class Node(Record):
     description: NodeDescription = msgspec.field(default_factory=NodeDescription)
     status: NodeStatus = msgspec.field(default_factory=NodeStatus)
     manager_status: ManagerStatus | None = None
+    status_since: str = ""
+    """When `Status.State` last changed (Shoal's; clients ignore it): how long a node has been down."""

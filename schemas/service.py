@@ -178,6 +178,13 @@ class ServiceStatus(Record):
     completed_tasks: int = 0
 
 
+class JobStatus(Record):
+    """Which run of a job this is: every update of a job service starts a new iteration."""
+
+    job_iteration: Version = Version()
+    last_execution: str | None = None
+
+
 class Service(Record):
     """A service as the projection holds it and the Engine API returns it.
 
@@ -194,4 +201,6 @@ class Service(Record):
     endpoint: Endpoint | None = None
     update_status: UpdateStatus | None = None
     service_status: ServiceStatus | None = None
+    job_status: JobStatus | None = None
+    """Set for ReplicatedJob and GlobalJob services only, as dockerd does."""
     spec_version: Version = Version()

@@ -167,6 +167,17 @@ class World:
             assert intent.expect_seq == self._last_seq(intent.event), f"compare-and-set would fail: {intent}"
             self.fold(intent.event)
 
+    def apply_checked(self, first: Decision, context: object = None) -> None:
+        """Apply a pass's decision and check it was complete: the next pass may only prune history the
+        first made prunable (a task stopped in a pass cannot also be deleted in it); the one after
+        proposes nothing."""
+        self.apply(first)
+        again = self.orchestrate()
+        late = summary(again, self.state)
+        assert all(s[0] == "removed" for s in late), (context, summary(first, self.state), late)
+        self.apply(again)
+        assert self.orchestrate().intents == []
+
     def settle(self, decide: Decide | None = None, rounds: int = 10) -> list[Summary]:
         """Decide and apply until a pass proposes nothing; everything that was proposed."""
         decide = decide or decider(Settings())

@@ -44,17 +44,23 @@ def _endpoint(svc: Service) -> Endpoint:
 
 def service_status(state: ClusterState, svc: Service) -> ServiceStatus:
     """Counts for the CLI's REPLICAS column, by dockerd's rules: running is any task observed
-    running; desired depends on the mode; completed counts finished job tasks."""
-    counts: Counter[tuple[TaskState, TaskState]] = Counter(
-        (t.status.state, t.desired_state) for t in state.tasks_of_service(svc.id)
-    )
-    running = sum(n for (observed, _), n in counts.items() if observed is TaskState.RUNNING)
+    running; desired depends on the mode; completed counts finished job tasks of the current run
+    (a job's tasks of earlier iterations are history)."""
+    tasks = state.tasks_of_service(svc.id)
+    running = sum(1 for t in tasks if t.status.state is TaskState.RUNNING)
+    if svc.job_status is not None:
+        tasks = [t for t in tasks if _iteration(t) == svc.job_status.job_iteration.index]
+    counts: Counter[tuple[TaskState, TaskState]] = Counter((t.status.state, t.desired_state) for t in tasks)
     completed = sum(n for (observed, _), n in counts.items() if observed is TaskState.COMPLETE)
     return ServiceStatus(
         running_tasks=running,
         desired_tasks=_desired(svc, counts, completed),
         completed_tasks=completed if modes.mode_name(svc.spec) in (modes.REPLICATED_JOB, modes.GLOBAL_JOB) else 0,
     )
+
+
+def _iteration(task: Task) -> int:
+    return task.job_iteration.index if task.job_iteration is not None else 0
 
 
 def _desired(svc: Service, counts: Counter[tuple[TaskState, TaskState]], completed: int) -> int:

@@ -37,7 +37,7 @@ from schemas.events import (
     UpdateStatusChanged,
 )
 from schemas.node import Node, NodeStatus
-from schemas.service import Endpoint, Service, UpdateStatus
+from schemas.service import Endpoint, JobStatus, Service, ServiceSpec, UpdateStatus
 from schemas.task import RANK, TaskState, TaskStatus
 from services.kernel.state import Cluster, ClusterState
 
@@ -132,6 +132,7 @@ def _node_joined(state: ClusterState, seq: int, env: Envelope, ev: NodeJoined) -
         spec=_replace(ev.spec, labels=ev.spec.labels or {}),
         description=ev.description,
         status=NodeStatus(state="ready", addr=ev.addr),
+        status_since=env.time,
     )
     state.touch(node_id=ev.node_id)
     return True
@@ -143,6 +144,8 @@ def _node_rejoined(state: ClusterState, seq: int, env: Envelope, ev: NodeRejoine
         return False
     node.version, node.updated_at = Version(seq), env.time
     node.description = ev.description
+    if node.status.state != "ready":
+        node.status_since = env.time
     node.status = NodeStatus(state="ready", addr=ev.addr)
     state.touch(node_id=ev.node_id)
     return True
@@ -163,6 +166,8 @@ def _node_status(state: ClusterState, seq: int, env: Envelope, ev: NodeStatusCha
     if node is None:
         return False
     node.version, node.updated_at = Version(seq), env.time
+    if node.status.state != ev.state:
+        node.status_since = env.time
     node.status = NodeStatus(state=ev.state, message=ev.message or None, addr=node.status.addr)
     state.touch(node_id=ev.node_id)
     return True
@@ -190,6 +195,7 @@ def _service_created(state: ClusterState, seq: int, env: Envelope, ev: ServiceCr
         updated_at=env.time,
         spec=ev.spec,
         endpoint=Endpoint(spec=ev.spec.endpoint_spec),
+        job_status=_job_status(ev.spec, -1, env.time),
         spec_version=Version(seq),
     )
     state.service_by_name[ev.spec.name] = ev.service_id
@@ -209,6 +215,7 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     svc.previous_spec, svc.spec = (None if automatic else svc.spec), ev.spec
     svc.version, svc.updated_at, svc.spec_version = Version(seq), env.time, Version(seq)
     svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec)
+    svc.job_status = _job_status(ev.spec, svc.job_status.job_iteration.index if svc.job_status else -1, env.time)
     svc.update_status = None
     if ev.rollback:
         message = (f"update rolled back due to failure or early termination of task {ev.failed_task}"
@@ -217,6 +224,15 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     state.last_service_spec_seq = seq
     state.touch(service_id=svc.id)
     return True
+
+
+def _job_status(spec: ServiceSpec, iteration: int, time: str) -> JobStatus | None:
+    """A job runs again on every change of its spec: the next iteration, executed now (swarmkit's
+    controlapi). Services that are not jobs have no JobStatus."""
+    mode = spec.mode
+    if mode is None or (mode.replicated_job is None and mode.global_job is None):
+        return None
+    return JobStatus(job_iteration=Version(iteration + 1), last_execution=time)
 
 
 def _service_removed(state: ClusterState, seq: int, env: Envelope, ev: ServiceRemoved) -> bool:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import global_, replicated, tasks
-from services.orchestrator.nodes import is_invalid
+from services.orchestrator import global_, jobs, orphans, rebalance, replicated, tasks
+from services.orchestrator.nodes import is_invalid, takes_new_tasks
 
 DEFAULT_HISTORY_LIMIT = 5
 
@@ -19,6 +19,10 @@ DEFAULT_HISTORY_LIMIT = 5
 class Settings:
     history_limit: int = DEFAULT_HISTORY_LIMIT
     """Tasks kept per slot, the live one included (swarmkit's TaskHistoryRetentionLimit); negative: all."""
+    orphan_after_ns: int = orphans.ORPHAN_AFTER_S * 1_000_000_000
+    """How long a node stays down before its tasks are `orphaned` (swarmkit: 24 h)."""
+    rebalance: bool = False
+    """Rebalance every replicated service, not only those labelled `shoal.rebalance=true`."""
 
 
 def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
@@ -31,6 +35,13 @@ def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int
         for service in state.services.values():
             if service.id not in whole and is_global(service):
                 global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
+            elif service.id not in whole and _is_global_job(service):
+                jobs.reconcile(state, service, now_ns, settings.history_limit, out)
+    if any(_wants_share(state, n, settings) for n in nodes):
+        for service in state.services.values():
+            if service.id not in whole and _rebalances(service, settings):
+                rebalance.reconcile(state, service, now_ns, out)
+    out.extend(orphans.decide(state, nodes, now_ns, settings.orphan_after_ns))
     return out
 
 
@@ -52,12 +63,32 @@ def is_replicated(service: Service) -> bool:
     return mode is None or (mode.global_ is None and mode.replicated_job is None and mode.global_job is None)
 
 
+def _rebalances(service: Service, settings: Settings) -> bool:
+    return is_replicated(service) and rebalance.opted_in(service, settings.rebalance)
+
+
+def _wants_share(state: ClusterState, node_id: str, settings: Settings) -> bool:
+    """A node that joined or came back: ready, active, and running nothing that rebalances. (Nodes
+    are touched by every task event on them too; once a node holds a task of a rebalanced service,
+    that service's own task events drive the next moves, so the scan over all services is skipped.)"""
+    node = state.nodes.get(node_id)
+    if node is None or not takes_new_tasks(node):
+        return False
+    return not any(tasks.is_live(t) and (s := state.services.get(t.service_id)) is not None and _rebalances(s, settings)
+                   for t in state.tasks_on_node(node_id))
+
+
+def _is_global_job(service: Service) -> bool:
+    mode = service.spec.mode
+    return mode is not None and mode.global_job is not None
+
+
 def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:
     """Services with live tasks on a node that can no longer run them (down, drained or deleted)."""
     hit: set[str] = set()
     for node_id in nodes:
         if is_invalid(state.nodes.get(node_id)):
-            hit.update(t.service_id for t in state.tasks_on_node(node_id) if tasks.is_live(t))
+            hit.update(t.service_id for t in state.tasks_on_node(node_id) if jobs.is_wanted(t))
     return hit
 
 
@@ -67,6 +98,11 @@ def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settin
         out.intents.extend(tasks.retire_all(state.tasks_of_service(service_id), state))
     elif is_replicated(service):
         replicated.reconcile(state, service, now_ns, settings.history_limit, out)
+        if rebalance.opted_in(service, settings.rebalance):
+            rebalance.reconcile(state, service, now_ns, out)
+        else:
+            rebalance.cancel(state, service, out)
     elif is_global(service):
         global_.reconcile(state, service, now_ns, settings.history_limit, out)
-    # Jobs (ReplicatedJob, GlobalJob) are not orchestrated yet: their tasks are left alone.
+    else:
+        jobs.reconcile(state, service, now_ns, settings.history_limit, out)

@@ -19,6 +19,7 @@ from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings, decide
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.orchestrator.metrics import count_appended
 from services.orchestrator.nodes import DOWN
+from services.orchestrator.orphans import ORPHAN_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="mark a node down after this much silence (default: 3 of its heartbeat periods)")
     parser.add_argument("--task-history-limit", type=int, default=DEFAULT_HISTORY_LIMIT, metavar="N",
                         help="tasks kept per slot, the live one included; negative keeps all (default: %(default)s)")
+    parser.add_argument("--orphan-after", type=float, default=ORPHAN_AFTER_S, metavar="SECONDS",
+                        help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h)")
+    parser.add_argument("--rebalance", action="store_true",
+                        help="rebalance every replicated service when nodes join or return, not only those "
+                             "labelled shoal.rebalance=true")
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    return Settings(history_limit=args.task_history_limit, orphan_after_ns=int(args.orphan_after * 1e9),
+                    rebalance=args.rebalance)
 
 
 def reconciler(projection: Projection, writer: Writer, settings: Settings,
@@ -55,7 +66,7 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     projection = Projection(rt.log, snapshots=rt.snapshots, snapshot_name=NAME, track_changes=True)
     REGISTRY.register(ProjectionCollector(projection))
     liveness = Liveness(time.time_ns(), args.heartbeat_grace)
-    loop = reconciler(projection, Writer(rt.log, NAME), Settings(history_limit=args.task_history_limit), liveness)
+    loop = reconciler(projection, Writer(rt.log, NAME), settings(args), liveness)
     sub = await rt.nc.subscribe(HEARTBEATS_SUBJECT, cb=listen(liveness, loop))  # before catching up: miss none
     try:
         await projection.start()

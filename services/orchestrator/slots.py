@@ -33,6 +33,8 @@ class Slot:
     """A task may be created or restarted here now (global: node ready, active and matching)."""
     must_stop: bool = False
     """No task may stay (global: node drained, down, or no longer matching the constraints)."""
+    start: TaskState = TaskState.RUNNING
+    """The desired state that starts a task: `running`, or `complete` for a job's."""
 
 
 def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int, out: Decision,
@@ -49,20 +51,20 @@ def reconcile(state: ClusterState, slot: Slot, now_ns: int, history_default: int
             others = [t for t in slot.members if t.id not in healthy or t.id in replaced]
             for t in live:
                 if t.id in healthy and t.desired_state == TaskState.READY and t.id not in replaced:
-                    _start_when_due(state, slot, t, others, now_ns, out)
+                    start_when_due(state, slot, t, others, now_ns, out)
         elif dead:
-            created += _restart(state, slot, dead, now_ns, out)
+            created += restart(state, slot, dead, now_ns, out)
         elif slot.members:
-            created += _refill(slot, now_ns, out)
-    out.intents.extend(tasks.orphan(t) for t in slot.members if _stranded(t, state))
-    _prune(slot, created, history_default, out)
+            created += refill(slot, now_ns, out)
+    out.intents.extend(tasks.orphan(t) for t in slot.members if stranded(t, state))
+    prune(slot, created, history_default, out)
 
 
 def is_dead(task: Task, state: ClusterState) -> bool:
     return tasks.has_stopped(task) or (bool(task.node_id) and is_invalid(state.nodes.get(task.node_id)))
 
 
-def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out: Decision) -> int:
+def restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out: Decision) -> int:
     """Old task desired `shutdown` and its replacement in one batch, as swarmkit does in one transaction.
     A replacement that dies before its own delay expired waits that delay out (no tight loops)."""
     last = tasks.latest(dead)
@@ -76,26 +78,26 @@ def _restart(state: ClusterState, slot: Slot, dead: list[Task], now_ns: int, out
     if not (slot.can_run and policy.should_restart(last, slot.members, now_ns)):
         return 0
     held = held_until(state, slot.members, slot.service.spec.task_template, now_ns, now_ns)
-    desired = TaskState.RUNNING if held is None else TaskState.READY
+    desired = slot.start if held is None else TaskState.READY
     out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id, desired=desired))
     return 1
 
 
-def _refill(slot: Slot, now_ns: int, out: Decision) -> int:
+def refill(slot: Slot, now_ns: int, out: Decision) -> int:
     """Nothing live, nothing dying: a global node coming back (or a restart cut short by a crash).
     Start a task at once unless the policy says the last one stays dead."""
     last = tasks.latest(slot.members)
     if slot.can_run and RestartPolicy.of(last.spec).should_restart(last, slot.members, now_ns):
-        out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id))
+        out.intents.append(tasks.create(slot.service, slot=slot.number, node_id=slot.node_id, desired=slot.start))
         return 1
     return 0
 
 
-def _start_when_due(state: ClusterState, slot: Slot, task: Task, others: list[Task], now_ns: int,
+def start_when_due(state: ClusterState, slot: Slot, task: Task, others: list[Task], now_ns: int,
                     out: Decision) -> None:
     held = held_until(state, others, task.spec, tasks.created_ns(task), now_ns)
     if held is None:
-        out.intents.append(tasks.set_desired(task, TaskState.RUNNING))
+        out.intents.append(tasks.set_desired(task, slot.start))
     else:
         out.timers.append(Timer(held, service_id=slot.service.id))
 
@@ -131,13 +133,13 @@ def _may_still_run(task: Task, state: ClusterState) -> bool:
             and node is not None and node.status.state != DOWN)
 
 
-def _stranded(task: Task, state: ClusterState) -> bool:
+def stranded(task: Task, state: ClusterState) -> bool:
     """Already told to stop, not stopped, and its node is gone: nobody else will ever close it."""
     return (not tasks.is_live(task) and not tasks.has_stopped(task) and not tasks.never_ran(task)
             and task.node_id not in state.nodes)
 
 
-def _prune(slot: Slot, created: int, history_default: int, out: Decision) -> None:
+def prune(slot: Slot, created: int, history_default: int, out: Decision) -> None:
     """Keep the newest `limit` tasks of the slot (the live one included), deleting the oldest that are
     finished or will never run."""
     limit = history_limit(history_default, slot.service.spec.task_template)
@@ -147,6 +149,13 @@ def _prune(slot: Slot, created: int, history_default: int, out: Decision) -> Non
     for t in tasks.oldest_first(slot.members):
         if excess <= 0:
             return
-        if not tasks.is_live(t) and (tasks.has_stopped(t) or tasks.never_ran(t)):
+        if _prunable(t, slot):
             out.intents.append(tasks.delete(t))
             excess -= 1
+
+
+def _prunable(task: Task, slot: Slot) -> bool:
+    """Finished, or never placed and no longer wanted (a job's unplaced task still is)."""
+    if tasks.is_live(task):
+        return False
+    return tasks.has_stopped(task) or (tasks.never_ran(task) and RANK[task.desired_state] > RANK[slot.start])

@@ -75,9 +75,11 @@ def oldest_first(tasks: Iterable[Task]) -> list[Task]:
 
 
 def create(service: Service, *, slot: int = 0, node_id: str = "",
-           desired: TaskState = TaskState.RUNNING) -> Intent:
+           desired: TaskState = TaskState.RUNNING, labels: dict[str, str] | None = None) -> Intent:
+    """A new task on the service's current spec (and, for a job, its current iteration)."""
     task = Task(
         id=new_id(),
+        labels=labels or {},
         spec=service.spec.task_template or TaskSpec(),
         spec_version=service.spec_version,
         service_id=service.id,
@@ -86,6 +88,7 @@ def create(service: Service, *, slot: int = 0, node_id: str = "",
         node_id=node_id,
         status=TaskStatus(state=TaskState.NEW, message="created"),
         desired_state=desired,
+        job_iteration=service.job_status.job_iteration if service.job_status is not None else None,
     )
     return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id))
 
@@ -102,9 +105,10 @@ def delete(task: Task) -> Intent:
     return _on(task, TaskRemoved(task_id=task.id))
 
 
-def orphan(task: Task) -> Intent:
-    """Its node was deleted: no agent will ever report this task again, so the managers close it."""
-    status = msgspec.structs.replace(task.status, state=TaskState.ORPHANED, message=ORPHANED_MESSAGE, timestamp="")
+def orphan(task: Task, message: str = ORPHANED_MESSAGE) -> Intent:
+    """No agent will report this task again (its node was deleted, or has been down too long), so
+    the managers close it."""
+    status = msgspec.structs.replace(task.status, state=TaskState.ORPHANED, message=message, timestamp="")
     return _on(task, TaskStatusChanged(task_id=task.id, status=status))
 
 

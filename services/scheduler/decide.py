@@ -80,9 +80,10 @@ class Placement:
 
 
 def is_waiting(task: Task) -> bool:
-    """Not yet placed, and still wanted: desired above `running` (shut down, removed) is never placed."""
+    """Not yet placed, and still wanted: desired above `complete` (shut down, removed) is never placed;
+    a job's tasks want `complete`."""
     unplaced = task.status.state in (TaskState.NEW, TaskState.PENDING)
-    return unplaced and RANK[task.desired_state] <= RANK[TaskState.RUNNING]
+    return unplaced and RANK[task.desired_state] <= RANK[TaskState.COMPLETE]
 
 
 def place(state: ClusterState, service_ids: set[str], infos: dict[str, NodeInfo],

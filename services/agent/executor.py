@@ -63,6 +63,13 @@ class ExecutorError(Exception):
         self.temporary = temporary
 
 
+class NoSuchContainer(ExecutorError):
+    """The task has no container here (never created, or already removed): it simply has no logs."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task: no such container: {task_id}")
+
+
 OnChange = Callable[[Container], None]
 
 

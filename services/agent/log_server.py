@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 
 from schemas import logs
 from schemas.logs import LogCancel, LogChunk, LogOpen, LogRenew, LogReply
-from services.agent.executor import Executor, ExecutorError
+from services.agent.executor import Executor, ExecutorError, NoSuchContainer
 from services.agent.metrics import LOG_STREAMS
 from services.kernel import subjects
 
@@ -114,6 +114,8 @@ class LogServer:
                     seq += 1
                     await _credit(stream, seq)
                     await self.nc.publish(request.inbox, logs.encode(LogChunk(seq=seq, lines=batch)))
+        except NoSuchContainer:
+            pass  # a task that never got a container, or lost it, has no logs: an empty stream
         except ExecutorError as e:
             error = str(e)
         except TimeoutError:

@@ -22,7 +22,7 @@ from aiodocker.exceptions import DockerError
 from schemas.logs import LogBatch, LogQuery
 from schemas.service import ContainerSpec
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
 from services.agent.executors.docker_logs import container_logs
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,6 @@ class DockerExecutor:
     async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
         cid = self._ids.get(task_id) or getattr(await self._find(task_id), "container_id", "")
         if not cid:
-            raise ExecutorError(f"task: no such container: {task_id}")
+            raise NoSuchContainer(task_id)
         async for batch in container_logs(self.docker, cid, query):
             yield batch

@@ -42,7 +42,7 @@ import msgspec
 from schemas.logs import STDERR, STDOUT, LogBatch, LogQuery
 from schemas.service import ContainerSpec
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
 from services.agent.executors import logfiles, procfs
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class ProcessExecutor:
     async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
         d = self._dir(task_id)
         if not (d / "task.json").exists():
-            raise ExecutorError(f"task: no such container: {task_id}")
+            raise NoSuchContainer(task_id)
         async for batch in logfiles.read(d, query):
             yield batch
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from schemas.logs import STDOUT, LogBatch, LogLine, LogQuery
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
 
 _SIGTERM_EXIT = 143
 _SIGKILL_EXIT = 137
@@ -169,7 +169,7 @@ class SimExecutor:
 
     async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
         if task_id not in self.world.tasks:
-            raise ExecutorError(f"task: no such container: {task_id}")
+            raise NoSuchContainer(task_id)
         line = LogLine(stream=STDOUT, time=time.time_ns(), data=f"simulated task {task_id}: no output\n".encode())
         if query.stdout and query.tail != 0 and query.since <= line.time:
             yield [line]

@@ -129,12 +129,20 @@ def _read_lines(path: Path, start: int, end: int) -> Iterator[tuple[int, bytes]]
             offset = pos - len(rest) - sum(len(p) + 1 for p in parts)
             for part in parts:
                 offset += len(part) + 1
-                yield offset, part + b"\n"
+                yield from _pieces(offset, part + b"\n")
             if len(rest) >= BLOCK:
-                yield pos, rest
+                yield from _pieces(pos, rest)
                 rest = b""
         if rest:
             yield pos, rest
+
+
+def _pieces(end: int, line: bytes) -> Iterator[tuple[int, bytes]]:
+    """A line cut into pieces of at most a block, each with the offset where it ends."""
+    start = end - len(line)
+    for i in range(0, len(line), BLOCK):
+        piece = line[i:i + BLOCK]
+        yield start + i + len(piece), piece
 
 
 def _tail_offset(path: Path, tail: int, size: int) -> int:

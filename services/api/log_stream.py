@@ -53,7 +53,7 @@ def query_of(request: web.Request) -> LogQuery:
     since, until = request.query.get("since", ""), request.query.get("until", "")
     return LogQuery(
         follow=bool_param(request, "follow"),
-        tail=int(tail) if tail.isdigit() else -1,
+        tail=int(tail) if tail.isascii() and tail.isdigit() else -1,
         since=parse_time(since, "since") if since else 0,
         until=parse_time(until, "until") if until else 0,
         stdout=stdout,

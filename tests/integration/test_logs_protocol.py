@@ -198,7 +198,7 @@ async def test_an_agent_that_stops_mid_follow_ends_the_stream(rig: Rig) -> None:
     batches = rig.fetcher.lines(NODE, task.id, LogQuery(follow=True))
     assert text(await anext(batches)) == ["up\n"]
     await rig.server.close()
-    with pytest.raises(LogUnavailable, match="not available|no log stream"):
+    with pytest.raises(LogUnavailable, match=r"not available|no log stream"):
         await asyncio.wait_for(anext(batches), 10)
 
 

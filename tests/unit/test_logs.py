@@ -49,16 +49,20 @@ def test_the_final_error_frame_is_swarmkits_warning() -> None:
 @pytest.mark.parametrize(("qs", "expected"), [
     ("stdout=1&stderr=1&tail=all", LogQuery()),
     ("stdout=1&tail=3&follow=1", LogQuery(tail=3, follow=True, stderr=False)),
-    ("stderr=true&tail=nonsense&since=1795000000.5", LogQuery(stdout=False, since=1_795_000_000_500_000_000)),
+    ("stderr=true&tail=%C2%B2&since=1795000000.5", LogQuery(stdout=False, since=1_795_000_000_500_000_000)),
     ("stdout=1&until=2026-11-18T11:06:40.123456789Z", LogQuery(stderr=False, until=T0)),
 ])
 def test_query_parameters_as_dockerd_reads_them(qs: str, expected: LogQuery) -> None:
     assert query_of(make_mocked_request("GET", f"/services/x/logs?{qs}")) == expected
 
 
-def test_no_stream_chosen_is_a_400() -> None:
-    with pytest.raises(InvalidParameter, match="you must choose at least one stream"):
-        query_of(make_mocked_request("GET", "/services/x/logs?tail=all"))
+@pytest.mark.parametrize(("qs", "message"), [
+    ("tail=all", "you must choose at least one stream"),
+    ("stdout=1&since=%C2%B2", "invalid value for since"),
+])
+def test_bad_parameters_are_400s(qs: str, message: str) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        query_of(make_mocked_request("GET", f"/services/x/logs?{qs}"))
 
 
 def test_only_tasks_an_agent_took_on_have_logs() -> None:

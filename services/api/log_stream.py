@@ -150,8 +150,11 @@ async def _pump(fetcher: LogFetcher, task: Task, query: LogQuery,
                 queue: asyncio.Queue[tuple[Task, LogBatch | str | None]]) -> None:
     """One task's batches into the shared queue, then None, or the reason it ended early."""
     try:
-        async for batch in fetcher.lines(task.node_id, task.id, query):
-            await queue.put((task, batch))
+        # Closed explicitly: cancelled while waiting on a full queue, the stream must still be cancelled
+        # in the agent now, not whenever the generator is collected.
+        async with contextlib.aclosing(fetcher.lines(task.node_id, task.id, query)) as batches:
+            async for batch in batches:
+                await queue.put((task, batch))
     except LogUnavailable as e:
         await queue.put((task, str(e)))
         return

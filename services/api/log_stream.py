@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote_plus
@@ -32,7 +33,10 @@ from services.kernel import stdcopy
 from services.kernel.ids import format_ns
 from services.kernel.state import ClusterState
 
+log = logging.getLogger(__name__)
+
 POLL_S = 1.0
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 LOG_PARAMS = ("follow", "tail", "since", "until", "timestamps", "details", "stdout", "stderr")
 _QUEUE = 64
 """Batches buffered between the agents and a slow client; beyond it the agents wait (their window)."""
@@ -110,8 +114,8 @@ async def stream_logs(request: web.Request, tasks: list[Task]) -> web.StreamResp
             readable.append(task)
         else:
             reasons[reason] = None
-    # dockerd 20.10 sends no Content-Type on a logs stream.
-    response = web.StreamResponse()
+    # dockerd 20.10 sends none (aiohttp would say octet-stream); later engines name the framing.
+    response = web.StreamResponse(headers={"Content-Type": MULTIPLEXED})
     response.enable_chunked_encoding()
     await response.prepare(request)
     with contextlib.suppress(ConnectionResetError):  # the client left; nothing to tell it
@@ -157,5 +161,9 @@ async def _pump(fetcher: LogFetcher, task: Task, query: LogQuery,
                 await queue.put((task, batch))
     except LogUnavailable as e:
         await queue.put((task, str(e)))
+        return
+    except Exception as e:  # e.g. NATS gone: this task's stream ends with a reason, never hangs the response
+        log.exception("reading task logs failed", extra={"task_id": task.id})
+        await queue.put((task, f"task {task.id}: reading its logs failed: {e}"))
         return
     await queue.put((task, None))

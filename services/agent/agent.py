@@ -39,6 +39,7 @@ from services.agent.executors.sim import SimExecutor
 from services.agent.heartbeat import Publish, beat
 from services.agent.identity import Identity, identities
 from services.agent.join import join
+from services.agent.log_server import LogServer
 from services.agent.reporter import Reporter
 from services.agent.worker import Worker
 from services.kernel import subjects
@@ -160,7 +161,10 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)
     REGISTRY.register(collector)
+    log_server = LogServer(rt.nc, [n.node_id for n in nodes], executor)
+    await log_server.start()
     try:
         await agent.run()
     finally:
+        await log_server.close()
         REGISTRY.unregister(collector)

@@ -17,10 +17,11 @@ agent restart (even `kill -9`) leaves running tasks running.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from schemas.logs import LogBatch, LogQuery
 from schemas.task import Task
 
 DEFAULT_STOP_GRACE_S = 10.0
@@ -62,6 +63,13 @@ class ExecutorError(Exception):
         self.temporary = temporary
 
 
+class NoSuchContainer(ExecutorError):
+    """The task has no container here (never created, or already removed): it simply has no logs."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task: no such container: {task_id}")
+
+
 OnChange = Callable[[Container], None]
 
 
@@ -100,6 +108,12 @@ class Executor(Protocol):
 
     async def close(self) -> None:
         """Stop watching. Containers keep running, like Docker's when its client goes away."""
+        ...
+
+    def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
+        """The container's output as the query asks, in batches of lines, stdout and stderr kept apart;
+        with `follow`, until the container exits. ExecutorError if there is no such container. Closing
+        the iterator early (the reader went away) releases everything it held."""
         ...
 
 

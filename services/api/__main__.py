@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from services.api.app import make_app
 from services.api.bootstrap import build
+from services.api.log_fetcher import LogFetcher
 from services.kernel.config import env
 from services.kernel.metrics import ProjectionCollector, serve
 from services.kernel.process import Runtime, run
@@ -28,6 +29,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 async def gateway(rt: Runtime, args: argparse.Namespace) -> None:
     api = await build(rt.log, rt.snapshots, node_id=args.node_id)
+    api.logs = LogFetcher(rt.nc)
     REGISTRY.register(ProjectionCollector(api.projection))
     runner, addr = await serve(make_app(api), args.addr)
     log.info("api listening", extra={"addr": addr, "docker_host": f"tcp://{addr}"})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from services.api.committer import Committer
+from services.api.log_fetcher import LogFetcher
 from services.kernel.projection import Projection
 from services.kernel.state import ClusterState
 
@@ -17,6 +18,8 @@ class Api:
     committer: Committer
     node_id: str = ""
     """The node this gateway speaks for (`--node-id`); empty = pick one from the cluster."""
+    logs: LogFetcher | None = None
+    """Reads task logs from the agents over NATS; None where there is no NATS (in-memory tests)."""
 
     @property
     def state(self) -> ClusterState:

@@ -25,7 +25,7 @@ def parse_time(value: str, name: str) -> int:
     """Docker's `since`/`until`: Unix seconds with optional fraction (what the CLI sends) or RFC 3339;
     returns nanoseconds."""
     seconds, dot, fraction = value.partition(".")
-    if seconds.isdigit() and (not dot or fraction.isdigit()):
+    if value.isascii() and seconds.isdigit() and (not dot or fraction.isdigit()):
         return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, "0")[:9] or 0)
     try:
         return parse_ns(value)

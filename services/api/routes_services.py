@@ -9,7 +9,7 @@ from msgspec.structs import replace
 from schemas.service import Service, ServiceSpec
 from services.api import commands, filters
 from services.api.context import api_of
-from services.api.errors import Unimplemented
+from services.api.log_stream import LOG_PARAMS, stream_logs
 from services.api.lookup import find_service
 from services.api.names import random_name
 from services.api.routes import Route
@@ -77,9 +77,9 @@ async def remove_service(request: web.Request) -> web.Response:
     return empty_response()
 
 
-async def service_logs(request: web.Request) -> web.Response:
-    find_service(api_of(request).state, request.match_info["id"])
-    raise Unimplemented("service logs are not available: Shoal agents do not ship container output yet")
+async def service_logs(request: web.Request) -> web.StreamResponse:
+    state = api_of(request).state
+    return await stream_logs(request, state.tasks_of_service(find_service(state, request.match_info["id"]).id))
 
 
 ROUTES: list[Route] = [
@@ -92,5 +92,6 @@ ROUTES: list[Route] = [
           query=("version", "rollback", "registryAuthFrom"), body=ServiceSpec, returns=Updated,
           errors=(404, 409, 501)),
     Route("DELETE", "/services/{id}", remove_service, "Remove a service", errors=(404,)),
-    Route("GET", "/services/{id}/logs", service_logs, "Not available yet", errors=(404, 501)),
+    Route("GET", "/services/{id}/logs", service_logs, "The logs of every task of the service, merged, as Docker "
+          "multiplexes them", query=LOG_PARAMS, errors=(404, 501)),
 ]

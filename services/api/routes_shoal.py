@@ -31,12 +31,14 @@ _encoder = msgspec.json.Encoder()
 
 async def first_at(eventlog: EventLog, value: str, last: int, name: str) -> int:
     """`SEQ` itself, or the first entry at or after a time."""
-    return int(value) if value.isdigit() else await first_seq_at(eventlog, _time(value, name), last)
+    return int(value) if value.isascii() and value.isdigit() else await first_seq_at(eventlog, _time(value, name), last)
 
 
 async def last_at(eventlog: EventLog, value: str, last: int, name: str) -> int:
     """`SEQ` itself, or the last entry at or before a time."""
-    return int(value) if value.isdigit() else await first_seq_at(eventlog, _time(value, name) + 1, last) - 1
+    if value.isascii() and value.isdigit():
+        return int(value)
+    return await first_seq_at(eventlog, _time(value, name) + 1, last) - 1
 
 
 def _time(value: str, name: str) -> int:

@@ -9,7 +9,7 @@ from aiohttp import web
 from schemas.task import Task
 from services.api import filters
 from services.api.context import api_of
-from services.api.errors import Unimplemented
+from services.api.log_stream import LOG_PARAMS, stream_logs
 from services.api.lookup import find_node, find_service, find_task
 from services.api.routes import Route
 from services.api.views import task_view
@@ -49,14 +49,14 @@ async def inspect_task(request: web.Request) -> web.Response:
     return json_response(task_view(find_task(api_of(request).state, request.match_info["id"])))
 
 
-async def task_logs(request: web.Request) -> web.Response:
-    find_task(api_of(request).state, request.match_info["id"])
-    raise Unimplemented("task logs are not available: Shoal agents do not ship container output yet")
+async def task_logs(request: web.Request) -> web.StreamResponse:
+    return await stream_logs(request, [find_task(api_of(request).state, request.match_info["id"])])
 
 
 ROUTES: list[Route] = [
     Route("GET", "/tasks", list_tasks, "List tasks", query=("filters",), returns=list[Task], errors=(404,)),
     Route("GET", "/tasks/{id}", inspect_task, "Inspect a task by id or unique id prefix", returns=Task,
           errors=(404,)),
-    Route("GET", "/tasks/{id}/logs", task_logs, "Not available yet", errors=(404, 501)),
+    Route("GET", "/tasks/{id}/logs", task_logs, "The task's logs, as Docker multiplexes them", query=LOG_PARAMS,
+          errors=(404, 501)),
 ]

@@ -66,3 +66,8 @@ def matches(filter_subject: str, subject: str) -> bool:
         if i >= len(s) or (tok != "*" and tok != s[i]):
             return False
     return len(f) == len(s)
+
+
+def logs(node_id: str) -> str:
+    """Log requests for one node's agent (core NATS, request/reply; `schemas/logs.py`)."""
+    return f"shoal.logs.{node_id}"

@@ -275,10 +275,16 @@ async def test_join_tokens_and_their_rotation(docker: Docker, control: FakeContr
     assert rotated != token and rotated.split("-")[2] == token.split("-")[2]
 
 
-async def test_logs_say_they_are_not_available(docker: Docker, control: FakeControlPlane) -> None:
-    await docker.run("service", "create", "-d", "--name", "web", "busybox")
-    code, _, err = await docker.run("service", "logs", "web", ok=False)
-    assert code == 1 and "service logs are not available" in err
+async def test_logs_of_tasks_whose_node_has_no_agent_say_so(docker: Docker, control: FakeControlPlane) -> None:
+    node = await control.join("wrk")
+    service_id = (await docker.out("service", "create", "-d", "--name", "web", "busybox")).strip()
+    await control.run_service(service_id, [node])
+    code, out, err = await docker.run("service", "logs", "web", ok=False)
+    assert code == 1 and out == ""
+    assert f"incomplete log stream. some logs could not be retrieved for the following reasons: node {node} " \
+           "is not available" in err
+    code, _, err = await docker.run("service", "logs", "nosuch", ok=False)
+    assert code == 1 and "no such task or service: nosuch" in err
 
 
 async def test_events_replay_a_window_of_the_log(docker: Docker, control: FakeControlPlane) -> None:

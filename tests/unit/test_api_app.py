@@ -351,10 +351,11 @@ async def test_remove_answers_200_with_an_empty_body_then_404(h: Harness) -> Non
     assert await h.call("GET", "/v1.41/services") == []
 
 
-async def test_logs_are_not_available_yet(h: Harness) -> None:
+async def test_logs_need_a_nats_connection_and_unknown_objects_are_404(h: Harness) -> None:
     await h.create()
-    assert "not available" in await h.error("GET", "/v1.41/services/web/logs", 501)
+    assert "no NATS connection" in await h.error("GET", "/v1.41/services/web/logs?stdout=1", 501)
     assert await h.error("GET", "/v1.41/services/nope/logs", 404) == "service nope not found"
+    assert await h.error("GET", "/v1.41/tasks/nope/logs", 404) == "task nope not found"
 
 
 # -- tasks ---------------------------------------------------------------------------------------

@@ -13,14 +13,17 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from schemas.logs import LogBatch, LogQuery
 from schemas.service import ContainerSpec
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
+from services.agent.executors.docker_logs import container_logs
 
 log = logging.getLogger(__name__)
 
@@ -246,3 +249,10 @@ class DockerExecutor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.docker.close()
+
+    async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
+        cid = self._ids.get(task_id) or getattr(await self._find(task_id), "container_id", "")
+        if not cid:
+            raise NoSuchContainer(task_id)
+        async for batch in container_logs(self.docker, cid, query):
+            yield batch

@@ -17,7 +17,8 @@ killed too (a container's processes die with it).
 
 Files in `<state dir>/tasks/<task id>/`: `task.json` (task and node ids), `start` (a start was
 attempted), `wrapper` (pid and start time of the wrapper: guards against pid reuse), `pid`
-(the command's pid), `exit`, `stdout.log`, `stderr.log`.
+(the command's pid), `exit`, `stdout.log`, `stderr.log` and their checkpoints `stdout.idx`, `stderr.idx`
+(`logfiles.py`: how logs are stamped and read).
 
 Watching uses pidfds (Linux >= 5.3): they work for processes this agent did not start. These
 small files are read and written in the event loop (microseconds on a local disk); the spawn itself
@@ -32,15 +33,17 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
 
+from schemas.logs import STDERR, STDOUT, LogBatch, LogQuery
 from schemas.service import ContainerSpec
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
-from services.agent.executors import procfs
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
+from services.agent.executors import logfiles, procfs
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class ProcessExecutor:
         self.root = (state_dir / "tasks").absolute()  # the wrapper changes directory before using it
         self._watched: dict[str, _Watch] = {}
         self._on_change: OnChange | None = None
+        self._checkpoints = logfiles.Checkpoints()
+        self._checkpointing: asyncio.Task[None] | None = None
 
     # -- the Executor protocol ------------------------------------------------------------------
 
@@ -155,6 +160,18 @@ class ProcessExecutor:
             watch.exited.cancel()
         self._watched.clear()
         self._on_change = None
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+            self._checkpointing = None
+
+    async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
+        d = self._dir(task_id)
+        if not (d / "task.json").exists():
+            raise NoSuchContainer(task_id)
+        async for batch in logfiles.read(d, query):
+            yield batch
 
     # -- the task directory ---------------------------------------------------------------------
 
@@ -221,7 +238,16 @@ class ProcessExecutor:
                        exited=loop.create_future())
         self._watched[container.task_id] = watch
         loop.add_reader(fd, self._exited, container.task_id)
+        if self._checkpointing is None:
+            self._checkpointing = loop.create_task(self._checkpoint())
         return watch
+
+    async def _checkpoint(self) -> None:
+        """Stamp the logs of every watched task (see `logfiles`): a stat per task and stream per period."""
+        while True:
+            await asyncio.sleep(logfiles.CHECKPOINT_S)
+            for task_id in list(self._watched):
+                self._checkpoints.mark(self._dir(task_id))
 
     def _exited(self, task_id: str) -> None:
         watch = self._watched.pop(task_id)
@@ -230,6 +256,8 @@ class ProcessExecutor:
         _kill_group(watch.wrapper, signal.SIGKILL)  # leftovers; the group id stays reserved until reaped
         status = _reap(watch.wrapper)
         d = self._dir(task_id)
+        self._checkpoints.mark(d)
+        self._checkpoints.forget(d)
         code = _read_int(d / "exit")
         if code is None:
             code = 128 + signal.SIGKILL if status is None else (128 - status if status < 0 else status)
@@ -289,8 +317,8 @@ def _spawn(d: Path, argv: list[str], env: dict[str, str], cwd: str) -> tuple[int
             _SH, [_SH, "-c", _WRAPPER, _NAME, str(d), cwd, *argv], env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, str(d / "stdout.log"), _APPEND, 0o644),
-                (os.POSIX_SPAWN_OPEN, 2, str(d / "stderr.log"), _APPEND, 0o644),
+                (os.POSIX_SPAWN_OPEN, 1, str(logfiles.log_path(d, STDOUT)), _APPEND, 0o644),
+                (os.POSIX_SPAWN_OPEN, 2, str(logfiles.log_path(d, STDERR)), _APPEND, 0o644),
             ],
             setsid=True,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; the task must not

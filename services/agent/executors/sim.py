@@ -14,6 +14,8 @@ A task's own Env can override that, so tests and demos can script a task's life:
 The simulated containers live in a `SimWorld`, which outlives executor instances the way a Docker
 engine outlives its clients; it lives in the agent's process, so an agent restart is a simulated
 machine reboot: every simulated task is gone.
+
+A simulated task's log is one line saying so; following it ends at once.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from schemas.logs import STDOUT, LogBatch, LogLine, LogQuery
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
 
 _SIGTERM_EXIT = 143
 _SIGKILL_EXIT = 137
@@ -161,3 +166,10 @@ class SimExecutor:
 
     async def close(self) -> None:
         self.world.on_change = None
+
+    async def logs(self, task_id: str, query: LogQuery) -> AsyncGenerator[LogBatch, None]:
+        if task_id not in self.world.tasks:
+            raise NoSuchContainer(task_id)
+        line = LogLine(stream=STDOUT, time=time.time_ns(), data=f"simulated task {task_id}: no output\n".encode())
+        if query.stdout and query.tail != 0 and query.since <= line.time:
+            yield [line]

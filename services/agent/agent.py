@@ -31,6 +31,7 @@ from schemas.events import (
     TaskRemoved,
     TaskStatusChanged,
 )
+from services.agent.admission import EXIT_REFUSED, JoinRefused, read_token_file
 from services.agent.config import AgentConfig
 from services.agent.executor import Executor
 from services.agent.executors.docker import DockerExecutor
@@ -58,13 +59,15 @@ _FLUSH_ON_STOP_S = 2.0
 
 class Agent:
     def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
-                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None) -> None:
+                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "") -> None:
         self.log = eventlog
         self.publish = publish
         self.nodes = list(nodes)
         self.node_ids = frozenset(n.node_id for n in nodes)
         self.executor = executor
         self.heartbeat_s = heartbeat_s
+        self.token = token
+        self.joined = False
         first = self.nodes[0].node_id
         self.projection = Projection(
             eventlog,
@@ -76,9 +79,10 @@ class Agent:
         self.worker = Worker(executor, self.reporter.report)
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused."""
         try:
-            await join(self.log, self.nodes)
+            await join(self.log, self.nodes, self.token)
+            self.joined = True
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(beat(self.publish, [n.node_id for n in self.nodes], self.heartbeat_s))
                 tg.create_task(self.reporter.run())
@@ -112,6 +116,8 @@ class Agent:
         await self.worker.close()
         await self.executor.close()
         await self.projection.stop()
+        if not self.joined:
+            return
         with contextlib.suppress(TimeoutError, LogUnavailable):
             await asyncio.wait_for(self.reporter.flush(), _FLUSH_ON_STOP_S)
         with contextlib.suppress(TimeoutError):
@@ -150,17 +156,25 @@ async def _engine_info(config: AgentConfig) -> dict[str, Any] | None:
         await probe.close()
 
 
+async def _token(config: AgentConfig) -> str:
+    return config.token or (await read_token_file(config.token_file) if config.token_file else "")
+
+
 async def serve(rt: Runtime, args: argparse.Namespace) -> None:
-    """The agent as a Shoal process (`services.kernel.process.run`)."""
+    """The agent as a Shoal process (`services.kernel.process.run`); a refused join exits `EXIT_REFUSED`."""
     config = AgentConfig.from_args(args)
     nodes = identities(config, await _engine_info(config))
     executor = make_executor(config, [n.node_id for n in nodes])
-    agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots)
+    agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
+                  token=await _token(config))
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)
     REGISTRY.register(collector)
     try:
         await agent.run()
+    except JoinRefused as e:
+        log.error("join refused", extra={"reason": str(e), "node_ids": [n.node_id for n in nodes][:10]})
+        raise SystemExit(EXIT_REFUSED) from e
     finally:
         REGISTRY.unregister(collector)

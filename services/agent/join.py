@@ -1,5 +1,6 @@
 """Joining the cluster: `NodeJoined` once per node id, `NodeRejoined` on every later start.
 
+A node id with nothing in the log yet needs a valid join token, whose role it takes (admission.py).
 "Once" is a compare-and-set on the node's subjects (expect nothing there yet), so two starts racing
 with the same id, or a retry after a lost acknowledgement, cannot both join: the loser rejoins.
 """
@@ -7,10 +8,14 @@ with the same id, or a retry after a lost acknowledgement, cannot both join: the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
+import msgspec
+
 from schemas.events import NodeJoined, NodeRejoined
+from services.agent.admission import current_cluster, role_for
 from services.agent.identity import Identity
 from services.kernel import subjects
 from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
@@ -23,17 +28,31 @@ _NO_STATE = ClusterState()
 """Node subjects are named from the event alone; the writer needs no view of the cluster."""
 
 
-async def join(eventlog: EventLog, nodes: Sequence[Identity]) -> None:
-    """Announce every node, waiting for the log if it is unavailable (an agent is useless without it)."""
+async def join(eventlog: EventLog, nodes: Sequence[Identity], token: str = "") -> None:
+    """Announce every node, waiting for the log if it is unavailable (an agent is useless without it);
+    `JoinRefused` if a new node's token is not one of the cluster's current tokens."""
     delay = 0.1
     while True:
         try:
-            await _join_once(eventlog, nodes)
+            await _join_once(eventlog, await admitted(eventlog, nodes, token))
             return
         except LogUnavailable as e:
             log.warning("cannot join yet, retrying", extra={"error": str(e), "retry_s": delay})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def admitted(eventlog: EventLog, nodes: Sequence[Identity], token: str) -> list[Identity]:
+    """The nodes with the role their token gives; known nodes as they are (they rejoin)."""
+    seen = await asyncio.gather(*(eventlog.last_seq(subjects.node_all(n.node_id)) for n in nodes))
+    if all(seen):
+        return list(nodes)
+    role = role_for(await current_cluster(eventlog), token)
+    return [n if last else _with_role(n, role) for n, last in zip(nodes, seen, strict=True)]
+
+
+def _with_role(node: Identity, role: str) -> Identity:
+    return dataclasses.replace(node, spec=msgspec.structs.replace(node.spec, role=role))
 
 
 async def _join_once(eventlog: EventLog, nodes: Sequence[Identity]) -> None:

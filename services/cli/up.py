@@ -21,6 +21,8 @@ from typing import TextIO
 
 import platformdirs
 
+from services.cli.client import ClientError
+from services.cli.jointokens import clear_join_tokens, write_join_tokens
 from services.cli.plan import EXECUTORS, Options, nats_config, nats_config_path, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
@@ -68,6 +70,7 @@ def prepare(options: Options) -> None:
     for d in (options.nats_dir, options.log_dir, *(options.agent_dir(i) for i in range(1, options.agents + 1))):
         d.mkdir(parents=True, exist_ok=True)
     nats_config_path(options).write_text(nats_config(options))
+    clear_join_tokens(options)
 
 
 @contextlib.contextmanager
@@ -156,6 +159,11 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
     """Start, say where everything is, then run until cancelled by a signal."""
     await supervisor.start()
     api_ready = await _wait_port(options.api_addr, api_wait_s)
+    if api_ready:
+        try:
+            await write_join_tokens(options)
+        except ClientError as e:
+            log.error("cannot hand the agents their join tokens; new nodes will not join", extra={"error": str(e)})
     print(banner(options, supervisor, api_ready), file=out, flush=True)
     await asyncio.get_running_loop().create_future()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from services.api.checkpoints import Checkpoints
 from services.api.committer import Committer
 from services.kernel.projection import Projection
 from services.kernel.state import ClusterState
@@ -17,6 +18,8 @@ class Api:
     committer: Committer
     node_id: str = ""
     """The node this gateway speaks for (`--node-id`); empty = pick one from the cluster."""
+    checkpoints: Checkpoints | None = None
+    """For `/shoal/state?at=`; made on first use from the projection's log and snapshot store."""
 
     @property
     def state(self) -> ClusterState:

@@ -1,8 +1,8 @@
 """Shoal's own endpoints, under `/shoal/`: the raw audit log and the cluster as it was at any point.
 
 Positions are a log sequence (an integer) or an RFC 3339 time. `/shoal/state?at=` folds the log
-from its start up to that point, the same fold every process runs, so it costs a replay of that
-prefix; it is an auditor's tool, not a hot path.
+up to that point, the same fold every process runs, starting from the nearest checkpoint at or
+before it (checkpoints.py); it is an auditor's tool, not a hot path.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from schemas.events import AnyEvent, Envelope, TaskAssigned, TaskCreated
 from services.api import filters
+from services.api.checkpoints import Checkpoints
 from services.api.context import api_of
 from services.api.errors import InvalidParameter
 from services.api.history import decoded, first_seq_at, read_until
@@ -21,7 +22,6 @@ from services.api.routes import Route
 from services.api.routes_events import ndjson_response, stream
 from services.api.wire import bool_param, json_response
 from services.kernel.eventlog import Entry, EventLog
-from services.kernel.fold import apply_raw
 from services.kernel.ids import parse_ns
 from services.kernel.state import ClusterState
 
@@ -103,15 +103,15 @@ async def state_at(request: web.Request) -> web.Response:
     eventlog = api.projection.log
     at = request.query.get("at", "")
     if not at:
-        return json_response(_state_document(api.state))
+        return json_response(state_document(api.state))
     last = await eventlog.last_seq()
-    state = ClusterState()
-    async for entry in read_until(eventlog, 1, min(await last_at(eventlog, at, last, "at"), last)):
-        apply_raw(state, entry.seq, entry.data)
-    return json_response(_state_document(state))
+    if api.checkpoints is None:
+        api.checkpoints = Checkpoints(eventlog, api.projection.snapshots)
+    state = await api.checkpoints.state_at(max(0, min(await last_at(eventlog, at, last, "at"), last)))
+    return json_response(state_document(state))
 
 
-def _state_document(state: ClusterState) -> dict[str, Any]:
+def state_document(state: ClusterState) -> dict[str, Any]:
     return {"Seq": state.seq, "Cluster": state.cluster, "Services": list(state.services.values()),
             "Nodes": list(state.nodes.values()), "Tasks": list(state.tasks.values())}
 

@@ -43,7 +43,9 @@ async def _consumers_settle_at(jslog: JetStreamLog, count: int) -> None:
     """The join reads the cluster's tokens with a short-lived consumer, which the server drops once
     it is idle (5 s); what must remain is one consumer for all of the agent's nodes."""
     async with asyncio.timeout(20):
-        while (await jslog.js.stream_info("SHOAL")).state.consumer_count != count:
+        while True:
+            if (await jslog.js.stream_info("SHOAL")).state.consumer_count == count:
+                return
             await asyncio.sleep(0.5)
 
 

@@ -23,6 +23,9 @@ COMMANDS: dict[str, Command] = {
     "orchestrator": Command("services.orchestrator.__main__", "turn desired state into tasks"),
     "scheduler": Command("services.scheduler.__main__", "assign pending tasks to nodes"),
     "agent": Command("services.agent.__main__", "run one node's tasks through an executor"),
+    "events": Command("services.cli.events", "the audit log: every event, as JSON lines or a table (--follow)"),
+    "state": Command("services.cli.state", "the cluster as it was at a log sequence or time (--at)"),
+    "explain": Command("services.cli.explain", "why a task is on its node, or why it is still pending"),
 }
 
 Main = Callable[[Sequence[str] | None], None]

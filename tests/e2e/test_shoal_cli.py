@@ -48,8 +48,8 @@ async def test_events_and_state_tell_the_story_of_a_service(cluster: LocalCluste
     service_id = (await docker(host, "service", "create", "-d", "--name", "web", "--replicas", "2", "busybox")).strip()
     await _running(cluster, "web", 2)
 
-    lines = [json.loads(line) for line in (await shoal(cluster, "events", "--filter", "type=ServiceCreated")).splitlines()]
-    [created] = lines
+    out = await shoal(cluster, "events", "--filter", "type=ServiceCreated")
+    [created] = [json.loads(line) for line in out.splitlines()]
     assert created["Entry"]["Event"]["ServiceID"] == service_id and created["Entry"]["Actor"].startswith("api")
     seq = created["Seq"]
 

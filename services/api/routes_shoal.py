@@ -117,8 +117,8 @@ def state_document(state: ClusterState) -> dict[str, Any]:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/shoal/events", log_entries, "The audit log: entries as JSON lines",
-          query=("since", "until", "follow", "filters"), returns=dict[str, Any]),
+    Route("GET", "/shoal/events", log_entries, "The audit log: entries as JSON lines (a stream, so no single "
+          "document schema)", query=("since", "until", "follow", "filters")),
     Route("GET", "/shoal/state", state_at, "The cluster as of a sequence or time", query=("at",),
           returns=dict[str, Any]),
 ]

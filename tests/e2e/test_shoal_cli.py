@@ -37,7 +37,7 @@ async def shoal(c: LocalCluster, *args: str, code: int = 0) -> str:
 async def _running(c: LocalCluster, service: str, replicas: int) -> list[dict[str, Any]]:
     async def done() -> bool:
         tasks = await api_get(c.api_url, f"/tasks?filters={quote(filters(service=service, desired_state='running'))}")
-        return sum(t["Status"]["State"] == "running" for t in tasks) == replicas
+        return bool(sum(t["Status"]["State"] == "running" for t in tasks) == replicas)
     await eventually(done, what=f"{service} runs {replicas} tasks")
     tasks: list[dict[str, Any]] = await api_get(c.api_url, f"/tasks?filters={quote(filters(service=service))}")
     return tasks

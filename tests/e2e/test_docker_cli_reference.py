@@ -37,7 +37,8 @@ async def test_create_with_many_flags_reads_back_in_pretty_and_format(docker: Do
                  "UpdateConfig:\n Parallelism:\t2\n Delay:\t\t1s\n On failure:\tpause\n Monitoring Period: 5s",
                  "Update order:      start-first", "Image:\t\tbusybox:latest", "Args:\t\tsleep 60",
                  "Env:\t\tA=1", "Resources:\n Reservations:\n  CPU:\t\t0.1\n  Memory:\t16MiB\n Limits:\n  CPU:\t\t0.5\n"
-                 "  Memory:\t64MiB", "Endpoint Mode:\tvip", " Healthcheck:\n  Interval = 5s", "\t Test = CMD-SHELL\n\t Test = true"):
+                 "  Memory:\t64MiB", "Endpoint Mode:\tvip", " Healthcheck:\n  Interval = 5s",
+                 "\t Test = CMD-SHELL\n\t Test = true"):
         assert line in pretty, f"{line!r} not in\n{pretty}"
     restart = "{{json .Spec.TaskTemplate.RestartPolicy}}"
     assert json.loads(await docker.out("service", "inspect", "--format", restart, "c")) == {
@@ -96,7 +97,7 @@ async def test_ps_of_several_services_of_rejected_tasks_and_of_nothing(docker: D
     assert "Rejected" in history and '"No such image: busybox:doesno…"' in history
     no_trunc = await docker.out("service", "ps", "--no-trunc", "badimg")
     assert '"No such image: busybox:doesnotexist"' in no_trunc and second in no_trunc
-    code, out, err = await docker.run("service", "ps", "nosuchsvc", ok=False)
+    code, _, err = await docker.run("service", "ps", "nosuchsvc", ok=False)
     assert code == 1 and "no such service: nosuchsvc" in err and "Error response" not in err
     fmt = await docker.out("service", "ps", "--format", "{{.Name}} {{.Node}} {{.DesiredState}}", "web")
     assert fmt.strip() == "web.1 mgr Running"

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -160,12 +161,19 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
     await supervisor.start()
     api_ready = await _wait_port(options.api_addr, api_wait_s)
     if api_ready:
-        try:
-            await write_join_tokens(options)
-        except ClientError as e:
-            log.error("cannot hand the agents their join tokens; new nodes will not join", extra={"error": str(e)})
+        await _hand_out_tokens(options)
     print(banner(options, supervisor, api_ready), file=out, flush=True)
+    if not api_ready:  # a slow api still gets its agents their tokens when it answers
+        await _wait_port(options.api_addr, math.inf)
+        await _hand_out_tokens(options)
     await asyncio.get_running_loop().create_future()
+
+
+async def _hand_out_tokens(options: Options) -> None:
+    try:
+        await write_join_tokens(options)
+    except ClientError as e:
+        log.error("cannot hand the agents their join tokens; new nodes will not join", extra={"error": str(e)})
 
 
 async def _wait_port(addr: str, timeout_s: float) -> bool:

@@ -56,7 +56,7 @@ async def test_events_and_state_tell_the_story_of_a_service(cluster: LocalCluste
     table = (await shoal(cluster, "events", "--format", "table", "--filter", f"service={service_id}")).splitlines()
     assert table[0].split() == ["SEQ", "TIME", "ACTOR", "EVENT", "OBJECT"]
     assert table[1].split()[3:] == ["ServiceCreated", f"service={service_id}"]
-    assert {"TaskCreated", "TaskAssigned"} <= {row.split()[3] for row in table[1:]}
+    assert {"TaskCreated", "TaskAssigned", "TaskStatusChanged"} <= {row.split()[3] for row in table[1:]}
 
     await docker(host, "service", "rm", "web")
     then = json.loads(await shoal(cluster, "state", "--at", str(seq)))

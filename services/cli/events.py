@@ -14,7 +14,8 @@ from typing import Any
 from services.cli.client import add_api_arg, json_lines, run
 
 KEYS = ("type", "actor", "service", "node", "task")
-COLUMNS = (("SEQ", 8), ("TIME", 30), ("ACTOR", 22), ("EVENT", 24), ("OBJECT", 0))
+COLUMNS = (("SEQ", 8), ("TIME", 30), ("ACTOR", 31), ("EVENT", 24), ("OBJECT", 0))
+"""ACTOR fits `agent:<node id>`; TIME fits RFC 3339 with nanoseconds."""
 _OBJECT_FIELDS = ("ServiceID", "NodeID", "TaskID")
 
 
@@ -73,7 +74,8 @@ def _object(event: dict[str, Any]) -> str:
 
 
 def _line(cells: list[str]) -> str:
-    return "".join(cell.ljust(width + 1) if width else cell for cell, (_, width) in zip(cells, COLUMNS, strict=True))
+    """Fixed widths, so rows line up while they stream; a longer cell still keeps a space after it."""
+    return " ".join(cell.ljust(width) for cell, (_, width) in zip(cells, COLUMNS, strict=True))
 
 
 async def tail(args: argparse.Namespace) -> None:

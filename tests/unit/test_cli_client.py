@@ -67,6 +67,8 @@ def test_events_rows_and_query() -> None:
     cells = events.row(line).split()
     assert cells == ["7", "2026-11-29T10:00:00.000000001Z", "orchestrator", "TaskCreated", "task=t1"]
     assert events.header().split() == ["SEQ", "TIME", "ACTOR", "EVENT", "OBJECT"]
+    long = {**line, "Entry": {**line["Entry"], "Actor": "agent:" + "n" * 40}}  # wider than its column
+    assert events.row(long).split()[2:4] == ["agent:" + "n" * 40, "TaskCreated"]
     assert events.row({"Seq": 8, "Subject": "x", "Error": "undecodable entry"}).split() == ["8", "(undecodable)", "x"]
     args = events.parse(["--since", "3", "--filter", "type=TaskCreated", "--filter", "type=TaskRemoved",
                          "--filter", "service=s1", "-f"])

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiodocker.exceptions
@@ -31,7 +32,7 @@ from schemas.events import (
     TaskRemoved,
     TaskStatusChanged,
 )
-from services.agent.admission import EXIT_REFUSED, JoinRefused, read_token_file
+from services.agent.admission import EXIT_REFUSED, JoinRefused
 from services.agent.config import AgentConfig
 from services.agent.executor import Executor
 from services.agent.executors.docker import DockerExecutor
@@ -59,7 +60,8 @@ _FLUSH_ON_STOP_S = 2.0
 
 class Agent:
     def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
-                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "") -> None:
+                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "",
+                 token_file: Path | None = None) -> None:
         self.log = eventlog
         self.publish = publish
         self.nodes = list(nodes)
@@ -67,6 +69,7 @@ class Agent:
         self.executor = executor
         self.heartbeat_s = heartbeat_s
         self.token = token
+        self.token_file = token_file
         self.joined = False
         first = self.nodes[0].node_id
         self.projection = Projection(
@@ -81,7 +84,7 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused."""
         try:
-            await join(self.log, self.nodes, self.token)
+            await join(self.log, self.nodes, self.token, self.token_file)
             self.joined = True
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(beat(self.publish, [n.node_id for n in self.nodes], self.heartbeat_s))
@@ -156,17 +159,13 @@ async def _engine_info(config: AgentConfig) -> dict[str, Any] | None:
         await probe.close()
 
 
-async def _token(config: AgentConfig) -> str:
-    return config.token or (await read_token_file(config.token_file) if config.token_file else "")
-
-
 async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     """The agent as a Shoal process (`services.kernel.process.run`); a refused join exits `EXIT_REFUSED`."""
     config = AgentConfig.from_args(args)
     nodes = identities(config, await _engine_info(config))
     executor = make_executor(config, [n.node_id for n in nodes])
     agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
-                  token=await _token(config))
+                  token=config.token, token_file=config.token_file)
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)

@@ -11,11 +11,12 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 
 from schemas.events import NodeJoined, NodeRejoined
-from services.agent.admission import current_cluster, role_for
+from services.agent.admission import current_cluster, read_token_file, role_for
 from services.agent.identity import Identity
 from services.kernel import subjects
 from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
@@ -28,13 +29,14 @@ _NO_STATE = ClusterState()
 """Node subjects are named from the event alone; the writer needs no view of the cluster."""
 
 
-async def join(eventlog: EventLog, nodes: Sequence[Identity], token: str = "") -> None:
+async def join(eventlog: EventLog, nodes: Sequence[Identity], token: str = "", token_file: Path | None = None) -> None:
     """Announce every node, waiting for the log if it is unavailable (an agent is useless without it);
-    `JoinRefused` if a new node's token is not one of the cluster's current tokens."""
+    `JoinRefused` if a new node's token (`token`, else the one in `token_file`, read only if a node
+    is new) is not one of the cluster's current tokens."""
     delay = 0.1
     while True:
         try:
-            await _join_once(eventlog, await admitted(eventlog, nodes, token))
+            await _join_once(eventlog, await admitted(eventlog, nodes, token, token_file))
             return
         except LogUnavailable as e:
             log.warning("cannot join yet, retrying", extra={"error": str(e), "retry_s": delay})
@@ -42,11 +44,14 @@ async def join(eventlog: EventLog, nodes: Sequence[Identity], token: str = "") -
             delay = min(delay * 2, 5.0)
 
 
-async def admitted(eventlog: EventLog, nodes: Sequence[Identity], token: str) -> list[Identity]:
+async def admitted(eventlog: EventLog, nodes: Sequence[Identity], token: str,
+                   token_file: Path | None = None) -> list[Identity]:
     """The nodes with the role their token gives; known nodes as they are (they rejoin)."""
     seen = await asyncio.gather(*(eventlog.last_seq(subjects.node_all(n.node_id)) for n in nodes))
     if all(seen):
         return list(nodes)
+    if not token and token_file is not None:
+        token = await read_token_file(token_file)
     role = role_for(await current_cluster(eventlog), token)
     return [n if last else _with_role(n, role) for n, last in zip(nodes, seen, strict=True)]
 

@@ -99,3 +99,17 @@ async def test_the_token_file_is_waited_for(tmp_path: Path) -> None:
     assert not reading.done()
     path.write_text(WORKER + "\n")
     assert await asyncio.wait_for(reading, 5) == WORKER
+
+
+async def test_a_known_node_rejoins_without_waiting_for_a_token_file(tmp_path: Path) -> None:
+    log = await cluster_log()
+    await join(log, nodes(tmp_path), WORKER)
+    await asyncio.wait_for(join(log, nodes(tmp_path), token_file=tmp_path / "never-written"), 5)
+    assert len(joined(log)) == 1
+
+
+async def test_a_new_node_reads_its_token_file(tmp_path: Path) -> None:
+    log = await cluster_log()
+    (tmp_path / "token").write_text(MANAGER + "\n")
+    await join(log, nodes(tmp_path / "node"), token_file=tmp_path / "token")
+    assert [j.spec.role for j in joined(log)] == ["manager"]

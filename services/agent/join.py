@@ -47,13 +47,21 @@ async def join(eventlog: EventLog, nodes: Sequence[Identity], token: str = "", t
 async def admitted(eventlog: EventLog, nodes: Sequence[Identity], token: str,
                    token_file: Path | None = None) -> list[Identity]:
     """The nodes with the role their token gives; known nodes as they are (they rejoin)."""
-    seen = await asyncio.gather(*(eventlog.last_seq(subjects.node_all(n.node_id)) for n in nodes))
+    seen = await _last_seqs(eventlog, [subjects.node_all(n.node_id) for n in nodes])
     if all(seen):
         return list(nodes)
     if not token and token_file is not None:
         token = await read_token_file(token_file)
     role = role_for(await current_cluster(eventlog), token)
     return [n if last else _with_role(n, role) for n, last in zip(nodes, seen, strict=True)]
+
+
+async def _last_seqs(eventlog: EventLog, filters: list[str], at_once: int = 100) -> list[int]:
+    """A sim agent may host thousands of nodes: ask about them in bounded batches, not all at once."""
+    out: list[int] = []
+    for i in range(0, len(filters), at_once):
+        out += await asyncio.gather(*(eventlog.last_seq(f) for f in filters[i:i + at_once]))
+    return out
 
 
 def _with_role(node: Identity, role: str) -> Identity:

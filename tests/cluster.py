@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.agent.executors.process import ProcessExecutor
+from services.cli.jointokens import write_join_tokens
 from services.cli.plan import Options, plan
 from services.cli.supervisor import Backoff, Supervisor, tail
 from services.cli.up import port_open, prepare
@@ -118,6 +119,7 @@ async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim",
         await supervisor.start()
         if wait_api:
             await cluster.wait_api()
+            await write_join_tokens(options)
         yield cluster
     finally:
         await supervisor.stop()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiodocker.exceptions
@@ -31,6 +32,7 @@ from schemas.events import (
     TaskRemoved,
     TaskStatusChanged,
 )
+from services.agent.admission import EXIT_REFUSED, JoinRefused
 from services.agent.config import AgentConfig
 from services.agent.executor import Executor
 from services.agent.executors.docker import DockerExecutor
@@ -59,13 +61,17 @@ _FLUSH_ON_STOP_S = 2.0
 
 class Agent:
     def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
-                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None) -> None:
+                 heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "",
+                 token_file: Path | None = None) -> None:
         self.log = eventlog
         self.publish = publish
         self.nodes = list(nodes)
         self.node_ids = frozenset(n.node_id for n in nodes)
         self.executor = executor
         self.heartbeat_s = heartbeat_s
+        self.token = token
+        self.token_file = token_file
+        self.joined = False
         first = self.nodes[0].node_id
         self.projection = Projection(
             eventlog,
@@ -77,9 +83,10 @@ class Agent:
         self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of)
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused."""
         try:
-            await join(self.log, self.nodes)
+            await join(self.log, self.nodes, self.token, self.token_file)
+            self.joined = True
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(beat(self.publish, [n.node_id for n in self.nodes], self.heartbeat_s))
                 tg.create_task(self.reporter.run())
@@ -113,6 +120,8 @@ class Agent:
         await self.worker.close()
         await self.executor.close()
         await self.projection.stop()
+        if not self.joined:
+            return
         with contextlib.suppress(TimeoutError, LogUnavailable):
             await asyncio.wait_for(self.reporter.flush(), _FLUSH_ON_STOP_S)
         with contextlib.suppress(TimeoutError):
@@ -152,11 +161,12 @@ async def _engine_info(config: AgentConfig) -> dict[str, Any] | None:
 
 
 async def serve(rt: Runtime, args: argparse.Namespace) -> None:
-    """The agent as a Shoal process (`services.kernel.process.run`)."""
+    """The agent as a Shoal process (`services.kernel.process.run`); a refused join exits `EXIT_REFUSED`."""
     config = AgentConfig.from_args(args)
     nodes = identities(config, await _engine_info(config))
     executor = make_executor(config, [n.node_id for n in nodes])
-    agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots)
+    agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
+                  token=config.token, token_file=config.token_file)
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)
@@ -165,6 +175,9 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     await log_server.start()
     try:
         await agent.run()
+    except JoinRefused as e:
+        log.error("join refused", extra={"reason": str(e), "node_ids": [n.node_id for n in nodes][:10]})
+        raise SystemExit(EXIT_REFUSED) from e
     finally:
         await log_server.close()
         REGISTRY.unregister(collector)

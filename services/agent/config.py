@@ -48,8 +48,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="this node's address, shown as Status.Addr (env SHOAL_AGENT_ADDR)")
     parser.add_argument("--hostname", default=env("SHOAL_AGENT_HOSTNAME", socket.gethostname()),
                         help="node hostname; sim nodes get -1, -2, ... appended (env SHOAL_AGENT_HOSTNAME)")
-    parser.add_argument("--role", choices=("worker", "manager"), default=env("SHOAL_AGENT_ROLE", "worker"),
-                        help="node role on first join (env SHOAL_AGENT_ROLE)")
+    parser.add_argument("--token", default=env("SHOAL_JOIN_TOKEN", ""),
+                        help="join token for the first join; the node's role is the token's "
+                             "(`docker swarm join-token -q worker|manager`; env SHOAL_JOIN_TOKEN)")
+    parser.add_argument("--token-file", type=Path, default=_path(env("SHOAL_JOIN_TOKEN_FILE", "")),
+                        help="read the join token from this file, waiting for it to exist "
+                             "(env SHOAL_JOIN_TOKEN_FILE)")
     parser.add_argument("--labels", type=labels, default=labels(env("SHOAL_AGENT_LABELS", "")),
                         help="node labels k=v,... on first join (env SHOAL_AGENT_LABELS)")
     parser.add_argument("--heartbeat", type=float, default=float(env("SHOAL_HEARTBEAT", "1.0")),
@@ -66,6 +70,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="sim only: memory each simulated node advertises, e.g. 8G (env SHOAL_SIM_MEMORY)")
 
 
+def _path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     state_dir: Path
@@ -73,7 +81,6 @@ class AgentConfig:
     engine: str
     addr: str
     hostname: str
-    role: str
     labels: dict[str, str]
     heartbeat_s: float
     nodes: int
@@ -81,6 +88,9 @@ class AgentConfig:
     sim_failure_rate: float
     sim_cpus: float
     sim_memory_bytes: int
+    token: str = ""
+    """Needed only for a node's first join: a node already in the log rejoins without one."""
+    token_file: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:
@@ -92,7 +102,8 @@ class AgentConfig:
             engine=args.engine,
             addr=args.addr,
             hostname=args.hostname,
-            role=args.role,
+            token=args.token,
+            token_file=args.token_file,
             labels=args.labels,
             heartbeat_s=args.heartbeat,
             nodes=args.nodes,

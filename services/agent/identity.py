@@ -25,7 +25,8 @@ NODE_ID_FILE = "node-id"
 class Identity:
     node_id: str
     spec: NodeSpec
-    """Applied on the first join only: afterwards the operator owns the spec (`docker node update`)."""
+    """Applied on the first join only, with the join token's role: afterwards the operator owns the
+    spec (`docker node update`)."""
     description: NodeDescription
     addr: str
 
@@ -71,7 +72,7 @@ def identities(config: AgentConfig, engine_info: dict[str, Any] | None = None) -
         resources = NodeResources(nano_cpus=int(config.sim_cpus * 1e9), memory_bytes=config.sim_memory_bytes)
     else:
         resources = machine_resources()
-    spec = NodeSpec(labels=config.labels or None, role=config.role)
+    spec = NodeSpec(labels=config.labels or None)
     engine = EngineDescription(engine_version=f"shoal-{config.executor}")
     plat = Platform(architecture=platform.machine(), os=platform.system().lower())
     out = []

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from services.api.checkpoints import Checkpoints
 from services.api.committer import Committer
 from services.api.log_fetcher import LogFetcher
 from services.kernel.projection import Projection
@@ -20,6 +21,8 @@ class Api:
     """The node this gateway speaks for (`--node-id`); empty = pick one from the cluster."""
     logs: LogFetcher | None = None
     """Reads task logs from the agents over NATS; None where there is no NATS (in-memory tests)."""
+    checkpoints: Checkpoints | None = None
+    """For `/shoal/state?at=`; made on first use from the projection's log and snapshot store."""
 
     @property
     def state(self) -> ClusterState:

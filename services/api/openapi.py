@@ -76,5 +76,10 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
             for name in _PARAM.findall(path)]
 
 
+REQUIRED_QUERY = {"version": {"type": "integer", "minimum": 0}}
+"""Query parameters a route cannot do without: `version` is the compare-and-set of every update."""
+
+
 def _query_parameters(names: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in names]
+    return [{"name": name, "in": "query", "required": name in REQUIRED_QUERY,
+             "schema": REQUIRED_QUERY.get(name, {"type": "string"})} for name in names]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -91,6 +90,6 @@ def _wait_s(until: int | None, caught_up: bool) -> float:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/events", events, "The log as Docker events, one JSON object per line",
-          query=("since", "until", "filters"), returns=dict[str, Any]),
+    Route("GET", "/events", events, "The log as Docker events, one JSON object per line (a stream, so no "
+          "single document schema)", query=("since", "until", "filters")),
 ]

@@ -1,8 +1,8 @@
 """Shoal's own endpoints, under `/shoal/`: the raw audit log and the cluster as it was at any point.
 
 Positions are a log sequence (an integer) or an RFC 3339 time. `/shoal/state?at=` folds the log
-from its start up to that point, the same fold every process runs, so it costs a replay of that
-prefix; it is an auditor's tool, not a hot path.
+up to that point, the same fold every process runs, starting from the nearest checkpoint at or
+before it (checkpoints.py); it is an auditor's tool, not a hot path.
 """
 
 from __future__ import annotations
@@ -12,20 +12,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from schemas.events import AnyEvent, Envelope, TaskAssigned, TaskCreated
+from schemas.events import Envelope
 from services.api import filters
+from services.api.checkpoints import Checkpoints
 from services.api.context import api_of
 from services.api.errors import InvalidParameter
 from services.api.history import decoded, first_seq_at, read_until
+from services.api.log_filter import KEYS as LOG_KEYS
+from services.api.log_filter import LogFilter
 from services.api.routes import Route
 from services.api.routes_events import ndjson_response, stream
 from services.api.wire import bool_param, json_response
 from services.kernel.eventlog import Entry, EventLog
-from services.kernel.fold import apply_raw
 from services.kernel.ids import parse_ns
 from services.kernel.state import ClusterState
 
-LOG_KEYS = frozenset({"type", "actor", "service", "node", "task"})
 _encoder = msgspec.json.Encoder()
 
 
@@ -50,8 +51,9 @@ def _time(value: str, name: str) -> int:
 
 async def log_entries(request: web.Request) -> web.StreamResponse:
     """The log as JSON lines `{"Seq", "Subject", "Entry"}`; `follow=1` keeps the stream open."""
-    eventlog = api_of(request).projection.log
-    wanted = filters.parse(request.query.get("filters"), LOG_KEYS)
+    api = api_of(request)
+    eventlog = api.projection.log
+    wanted = LogFilter(filters.parse(request.query.get("filters"), LOG_KEYS), api.state)
     last = await eventlog.last_seq()
     since, until = request.query.get("since", ""), request.query.get("until", "")
     start = await first_at(eventlog, since, last, "since") if since else 1
@@ -69,34 +71,13 @@ async def log_entries(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _write(response: web.StreamResponse, entry: Entry, env: Envelope | None,
-                 wanted: filters.Filters) -> None:
+async def _write(response: web.StreamResponse, entry: Entry, env: Envelope | None, wanted: LogFilter) -> None:
     """Undecodable entries are listed too (an auditor wants to know), whatever the filters."""
-    if env is not None and not _matches(env, wanted):
+    if env is not None and not wanted(entry.subject, env):
         return
     line: dict[str, Any] = {"Seq": entry.seq, "Subject": entry.subject}
     line.update({"Entry": env} if env is not None else {"Error": "undecodable entry"})
     await response.write(_encoder.encode(line) + b"\n")
-
-
-def _matches(env: Envelope, wanted: filters.Filters) -> bool:
-    service, node, task = _about(env.event)
-    return (
-        filters.one_of(type(env.event).__name__, wanted.get("type"))
-        and filters.by_prefix(env.actor, wanted.get("actor"))
-        and filters.one_of(service, wanted.get("service"))
-        and filters.one_of(node, wanted.get("node"))
-        and filters.one_of(task, wanted.get("task"))
-    )
-
-
-def _about(ev: AnyEvent) -> tuple[str, str, str]:
-    """The (service, node, task) ids an event concerns; "" where it concerns none."""
-    task = ev.task if isinstance(ev, (TaskCreated, TaskAssigned)) else None
-    service = getattr(ev, "service_id", "") or (task.service_id if task is not None else "")
-    node = getattr(ev, "node_id", "") or (task.node_id if task is not None else "")
-    task_id = getattr(ev, "task_id", "") or (task.id if task is not None else "")
-    return str(service), str(node), str(task_id)
 
 
 async def state_at(request: web.Request) -> web.Response:
@@ -105,22 +86,22 @@ async def state_at(request: web.Request) -> web.Response:
     eventlog = api.projection.log
     at = request.query.get("at", "")
     if not at:
-        return json_response(_state_document(api.state))
+        return json_response(state_document(api.state))
     last = await eventlog.last_seq()
-    state = ClusterState()
-    async for entry in read_until(eventlog, 1, min(await last_at(eventlog, at, last, "at"), last)):
-        apply_raw(state, entry.seq, entry.data)
-    return json_response(_state_document(state))
+    if api.checkpoints is None:
+        api.checkpoints = Checkpoints(eventlog, api.projection.snapshots)
+    state = await api.checkpoints.state_at(max(0, min(await last_at(eventlog, at, last, "at"), last)))
+    return json_response(state_document(state))
 
 
-def _state_document(state: ClusterState) -> dict[str, Any]:
+def state_document(state: ClusterState) -> dict[str, Any]:
     return {"Seq": state.seq, "Cluster": state.cluster, "Services": list(state.services.values()),
             "Nodes": list(state.nodes.values()), "Tasks": list(state.tasks.values())}
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/shoal/events", log_entries, "The audit log: entries as JSON lines",
-          query=("since", "until", "follow", "filters"), returns=dict[str, Any]),
+    Route("GET", "/shoal/events", log_entries, "The audit log: entries as JSON lines (a stream, so no single "
+          "document schema)", query=("since", "until", "follow", "filters")),
     Route("GET", "/shoal/state", state_at, "The cluster as of a sequence or time", query=("at",),
           returns=dict[str, Any]),
 ]

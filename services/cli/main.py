@@ -24,6 +24,9 @@ COMMANDS: dict[str, Command] = {
     "scheduler": Command("services.scheduler.__main__", "assign pending tasks to nodes"),
     "agent": Command("services.agent.__main__", "run one node's tasks through an executor"),
     "audit": Command("services.audit.__main__", "write every event to a JSON lines audit journal"),
+    "events": Command("services.cli.events", "the audit log: every event, as JSON lines or a table (--follow)"),
+    "state": Command("services.cli.state", "the cluster as it was at a log sequence or time (--at)"),
+    "explain": Command("services.cli.explain", "why a task is on its node, or why it is still pending"),
 }
 
 Main = Callable[[Sequence[str] | None], None]

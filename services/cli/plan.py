@@ -62,6 +62,10 @@ class Options:
     def agent_dir(self, i: int) -> Path:
         return self.state_dir / "agents" / str(i)
 
+    def token_file(self, role: str) -> Path:
+        """Where `shoal up` writes the cluster's current join token for `role` once the api answers."""
+        return self.state_dir / "join-tokens" / role
+
 
 @dataclass(frozen=True)
 class ProcessSpec:
@@ -140,9 +144,8 @@ def _service(options: Options, module: str, metrics_addr: str, *extra: str, name
 
 def _agent(options: Options, i: int, metrics_addr: str) -> ProcessSpec:
     """Agent i lives at 127.0.0.i with its own state dir, so its node id survives restarts; the
-    first is a manager, as the node `docker swarm init` runs on would be."""
+    first joins with the manager token, as the node `docker swarm init` runs on is a manager."""
     extra = ["--executor", options.executor, "--state-dir", str(options.agent_dir(i)),
-             "--addr", f"127.0.0.{i}", "--hostname", f"{options.hostname}-{i}"]
-    if i == 1:
-        extra += ["--role", "manager"]
+             "--addr", f"127.0.0.{i}", "--hostname", f"{options.hostname}-{i}",
+             "--token-file", str(options.token_file("manager" if i == 1 else "worker"))]
     return _service(options, "agent", metrics_addr, *extra, name=f"agent-{i}", tier=STOP_AGENTS)

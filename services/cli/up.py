@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -22,6 +23,8 @@ from typing import TextIO
 import platformdirs
 
 from services.cli import monitoring
+from services.cli.client import ClientError
+from services.cli.jointokens import clear_join_tokens, write_join_tokens
 from services.cli.plan import EXECUTORS, Options, nats_config, nats_config_path, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
@@ -73,6 +76,7 @@ def prepare(options: Options) -> None:
     for d in (options.nats_dir, options.log_dir, *(options.agent_dir(i) for i in range(1, options.agents + 1))):
         d.mkdir(parents=True, exist_ok=True)
     nats_config_path(options).write_text(nats_config(options))
+    clear_join_tokens(options)
 
 
 @contextlib.contextmanager
@@ -168,8 +172,20 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
     """Start, say where everything is, then run until cancelled by a signal."""
     await supervisor.start()
     api_ready = await _wait_port(options.api_addr, api_wait_s)
+    if api_ready:
+        await _hand_out_tokens(options)
     print(banner(options, supervisor, api_ready), file=out, flush=True)
+    if not api_ready:  # a slow api still gets its agents their tokens when it answers
+        await _wait_port(options.api_addr, math.inf)
+        await _hand_out_tokens(options)
     await asyncio.get_running_loop().create_future()
+
+
+async def _hand_out_tokens(options: Options) -> None:
+    try:
+        await write_join_tokens(options)
+    except ClientError as e:
+        log.error("cannot hand the agents their join tokens; new nodes will not join", extra={"error": str(e)})
 
 
 async def _wait_port(addr: str, timeout_s: float) -> bool:

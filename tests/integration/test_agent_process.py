@@ -21,6 +21,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from schemas.events import (
+    ClusterCreated,
     Envelope,
     NodeRejoined,
     ServiceCreated,
@@ -44,12 +45,14 @@ pytestmark = pytest.mark.integration
 
 S = TaskState
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "SWMTKN-1-c-w"
 
 
 class AgentProcess:
     def __init__(self, nats_url: str, state_dir: Path) -> None:
         self.argv = [sys.executable, "-m", "services.agent", "--nats", nats_url, "--state-dir", str(state_dir),
-                     "--executor", "process", "--heartbeat", "0.2", "--hostname", "itest", "--labels", "disk=ssd"]
+                     "--executor", "process", "--heartbeat", "0.2", "--hostname", "itest", "--labels", "disk=ssd",
+                     "--token", TOKEN]
         self.log_path = state_dir.parent / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -129,6 +132,7 @@ async def state_dir(tmp_path: Path) -> AsyncIterator[Path]:
 async def cluster(jslog: JetStreamLog) -> AsyncIterator[Cluster]:
     c = Cluster(jslog)
     await c.view.start()
+    await c.append("api", ClusterCreated(cluster_id="c", worker_token=TOKEN))
     await c.append("api", ServiceCreated(service_id=c.service_id, spec=ServiceSpec(name="web")))
     yield c
     await c.view.stop()

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from nats.aio.msg import Msg
 
-from schemas.events import ServiceCreated, TaskAssigned, TaskCreated, TaskDesiredStateChanged
+from schemas.events import ClusterCreated, ServiceCreated, TaskAssigned, TaskCreated, TaskDesiredStateChanged
 from schemas.heartbeat import Heartbeat
 from schemas.service import ContainerSpec, ServiceSpec, TaskSpec
 from schemas.task import Task, TaskState, TaskStatus
@@ -39,8 +39,18 @@ async def until(view: Projection, condition: Callable[[], bool]) -> None:
             await view.updated.wait()
 
 
+async def _consumers_settle_at(jslog: JetStreamLog, count: int) -> None:
+    """The join reads the cluster's tokens with a short-lived consumer, which the server drops once
+    it is idle (5 s); what must remain is one consumer for all of the agent's nodes."""
+    async with asyncio.timeout(20):
+        while True:
+            if (await jslog.js.stream_info("SHOAL")).state.consumer_count == count:
+                return
+            await asyncio.sleep(0.5)
+
+
 async def test_sim_agent_runs_many_nodes_through_one_consumer(jslog: JetStreamLog, tmp_path: Path) -> None:
-    config = AgentConfig(state_dir=tmp_path, executor="sim", engine="", addr="127.0.0.1", hostname="sim", role="worker",
+    config = AgentConfig(state_dir=tmp_path, executor="sim", engine="", addr="127.0.0.1", hostname="sim",
                          labels={}, heartbeat_s=0.1, nodes=NODES, sim_start_latency_s=0.01, sim_failure_rate=0.0,
                          sim_cpus=1, sim_memory_bytes=1 << 30)
     nodes = identities(config)
@@ -52,9 +62,11 @@ async def test_sim_agent_runs_many_nodes_through_one_consumer(jslog: JetStreamLo
     await jslog.nc.subscribe(f"shoal.hb.{nodes[0].node_id}", cb=on_heartbeat)
     view = Projection(jslog)
     await view.start()
+    await Writer(jslog, "api").append([Intent(ClusterCreated(cluster_id="c", worker_token="SWMTKN-1-c-w"))], view.state)
     info = await jslog.js.stream_info("SHOAL")
     consumers_before = info.state.consumer_count
-    agent = Agent(jslog, jslog.nc.publish, nodes, SimExecutor(start_latency_s=0.01), heartbeat_s=0.1)
+    agent = Agent(jslog, jslog.nc.publish, nodes, SimExecutor(start_latency_s=0.01), heartbeat_s=0.1,
+                  token="SWMTKN-1-c-w")
     running = asyncio.get_running_loop().create_task(agent.run())
     try:
         service_id = new_id()
@@ -70,7 +82,7 @@ async def test_sim_agent_runs_many_nodes_through_one_consumer(jslog: JetStreamLo
         await until(view, lambda: all(t.id in view.state.tasks and view.state.tasks[t.id].status.state is S.RUNNING
                                       for t in tasks))
         assert len(view.state.nodes) == NODES
-        assert (await jslog.js.stream_info("SHOAL")).state.consumer_count == consumers_before + 1
+        await _consumers_settle_at(jslog, consumers_before + 1)
         assert heartbeats and heartbeats[-1].nodes == [n.node_id for n in nodes]
 
         await writer.append([Intent(TaskDesiredStateChanged(task_id=t.id, desired_state=S.SHUTDOWN))

@@ -71,9 +71,10 @@ def test_plan_runs_nats_then_the_control_plane_then_one_agent_per_node(tmp_path:
 def test_plan_gives_each_agent_its_own_address_identity_and_name(tmp_path: Path) -> None:
     specs = {s.name: s.argv for s in plan(Options(state_dir=tmp_path, agents=2, executor="sim", hostname="box"))}
     agent1, agent2 = " ".join(specs["agent-1"]), " ".join(specs["agent-2"])
-    assert f"--executor sim --state-dir {tmp_path}/agents/1 --addr 127.0.0.1 --hostname box-1 --role manager" in agent1
-    assert f"--state-dir {tmp_path}/agents/2 --addr 127.0.0.2 --hostname box-2" in agent2
-    assert "--role" not in agent2
+    assert (f"--executor sim --state-dir {tmp_path}/agents/1 --addr 127.0.0.1 --hostname box-1 "
+            f"--token-file {tmp_path}/join-tokens/manager") in agent1
+    assert (f"--state-dir {tmp_path}/agents/2 --addr 127.0.0.2 --hostname box-2 "
+            f"--token-file {tmp_path}/join-tokens/worker") in agent2
     assert "--addr 127.0.0.1:2375" in " ".join(specs["api"])
 
 

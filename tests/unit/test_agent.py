@@ -12,6 +12,7 @@ import pytest
 
 from schemas.codec import decode
 from schemas.events import (
+    ClusterCreated,
     NodeJoined,
     NodeRejoined,
     ServiceCreated,
@@ -36,10 +37,11 @@ from services.kernel.projection import Projection
 from services.kernel.writer import Intent, Writer
 
 S = TaskState
+WORKER_TOKEN = "SWMTKN-1-c-worker"
 
 
 def config(state_dir: Path, nodes: int = 1) -> AgentConfig:
-    return AgentConfig(state_dir=state_dir, executor="sim", engine="", addr="10.0.0.7", hostname="box", role="worker",
+    return AgentConfig(state_dir=state_dir, executor="sim", engine="", addr="10.0.0.7", hostname="box",
                        labels={"zone": "a"}, heartbeat_s=0.02, nodes=nodes, sim_start_latency_s=0.0,
                        sim_failure_rate=0.0, sim_cpus=2, sim_memory_bytes=1 << 30)
 
@@ -62,7 +64,7 @@ class Harness:
 
     async def start_agent(self, nodes: int = 1) -> Agent:
         self.agent = Agent(self.log, self.publish, identities(config(self.state_dir, nodes)), SimExecutor(self.world),
-                           heartbeat_s=0.02)
+                           heartbeat_s=0.02, token=WORKER_TOKEN)
         self._run = asyncio.get_running_loop().create_task(self.agent.run())
         await self.until(lambda: self.agent is not None and self.agent.worker._ready)
         return self.agent
@@ -115,6 +117,7 @@ class Harness:
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.view.start()
+    await harness.append("api", ClusterCreated(cluster_id="c", worker_token=WORKER_TOKEN, manager_token="m"))
     await harness.append("api", ServiceCreated(service_id=harness.service_id, spec=ServiceSpec(name="web")))
     yield harness
     if harness._run is not None and not harness._run.done():

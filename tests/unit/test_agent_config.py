@@ -39,14 +39,15 @@ def test_memory_size_errors_are_argument_errors() -> None:
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = parse("--state-dir", str(tmp_path))
-    assert (config.executor, config.addr, config.role, config.heartbeat_s, config.nodes) == (
-        "process", "127.0.0.1", "worker", 1.0, 1)
+    assert (config.executor, config.addr, config.token, config.token_file, config.heartbeat_s, config.nodes) == (
+        "process", "127.0.0.1", "", None, 1.0, 1)
     monkeypatch.setenv("SHOAL_EXECUTOR", "sim")
     monkeypatch.setenv("SHOAL_SIM_NODES", "3")
     monkeypatch.setenv("SHOAL_AGENT_LABELS", "zone=b")
     monkeypatch.setenv("SHOAL_AGENT_STATE_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("SHOAL_JOIN_TOKEN", "SWMTKN-1-a-b")
     config = parse()
-    assert (config.executor, config.nodes, config.labels) == ("sim", 3, {"zone": "b"})
+    assert (config.executor, config.nodes, config.labels, config.token) == ("sim", 3, {"zone": "b"}, "SWMTKN-1-a-b")
     assert config.state_dir == tmp_path / "env"
     assert parse("--executor", "process", "--nodes", "1").executor == "process"
 
@@ -66,8 +67,8 @@ def test_node_ids_are_kept_and_extended(tmp_path: Path) -> None:
 
 
 def test_identities_describe_the_machine_or_the_simulation(tmp_path: Path) -> None:
-    [real] = identities(parse("--state-dir", str(tmp_path / "p"), "--hostname", "h", "--role", "manager"))
-    assert (real.description.hostname, real.spec.role, real.spec.labels) == ("h", "manager", None)
+    [real] = identities(parse("--state-dir", str(tmp_path / "p"), "--hostname", "h", "--token", "SWMTKN-1-a-b"))
+    assert (real.description.hostname, real.spec.labels) == ("h", None)
     assert real.description.resources.nano_cpus >= 1_000_000_000 and real.description.resources.memory_bytes > 0
     assert real.description.platform.os == "linux" and real.description.platform.architecture
     sims = identities(parse("--state-dir", str(tmp_path / "s"), "--executor", "sim", "--nodes", "2",

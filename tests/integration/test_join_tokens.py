@@ -1,0 +1,86 @@
+"""Join tokens on a real cluster: `shoal up`'s agents join with the tokens it hands them; an agent
+process with a wrong or rotated token is refused (exit code, log line, nothing in the log), and a
+manager token makes a manager."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.agent.admission import EXIT_REFUSED
+from tests.cluster import LocalCluster, local_cluster
+from tests.e2e.cli import api_get, eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    async with local_cluster(tmp_path / "cluster", agents=1, executor="sim") as c:
+        yield c
+
+
+async def agent(cluster: LocalCluster, state_dir: Path, token: str, hostname: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.agent", "--nats", cluster.nats_url, "--metrics-addr", "127.0.0.1:0",
+        "--executor", "sim", "--state-dir", str(state_dir), "--hostname", hostname, "--token", token,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def refused(proc: asyncio.subprocess.Process) -> str:
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == EXIT_REFUSED, err.decode()[-2000:]
+    return err.decode()
+
+
+async def roles(cluster: LocalCluster) -> dict[str, str]:
+    return {n["Description"]["Hostname"]: n["Spec"]["Role"] for n in await api_get(cluster.api_url, "/nodes")}
+
+
+async def tokens(cluster: LocalCluster) -> dict[str, str]:
+    return dict((await api_get(cluster.api_url, "/swarm"))["JoinTokens"])
+
+
+async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalCluster, tmp_path: Path) -> None:
+    async def first_agent_joined() -> bool:
+        return await roles(cluster) == {"test-1": "manager"}
+    await eventually(first_agent_joined, what=f"agent-1 joins as a manager:\n{cluster.log('agent-1')}")
+
+    wrong = await agent(cluster, tmp_path / "wrong", "SWMTKN-1-nope-nope", "wrong")
+    assert "join token refused" in await refused(wrong)
+
+    swarm = await api_get(cluster.api_url, "/swarm")
+    old = swarm["JoinTokens"]["Worker"]
+    rotate = {"version": str(swarm["Version"]["Index"]), "rotateWorkerToken": "true"}
+    async with aiohttp.ClientSession() as s, s.post(f"{cluster.api_url}/swarm/update", params=rotate,
+                                                    json=swarm["Spec"]) as r:
+        assert r.status == 200, await r.text()
+    new = (await tokens(cluster))["Worker"]
+    assert new != old
+    rotated = await agent(cluster, tmp_path / "rotated", old, "rotated")
+    assert "was rotated or is mistyped" in await refused(rotated)
+
+    manager = await agent(cluster, tmp_path / "manager", (await tokens(cluster))["Manager"], "mgr2")
+    worker = await agent(cluster, tmp_path / "worker", new, "wrk")
+    try:
+        async def both_joined() -> bool:
+            return await roles(cluster) == {"test-1": "manager", "mgr2": "manager", "wrk": "worker"}
+        await eventually(both_joined, what="the new agents join in their tokens' roles")
+    finally:
+        for proc in (manager, worker):
+            proc.terminate()
+            await proc.wait()
+    events = await _log_types(cluster)
+    assert events.count("NodeJoined") == 3
+
+
+async def _log_types(cluster: LocalCluster) -> list[str]:
+    async with aiohttp.ClientSession() as s, s.get(f"{cluster.api_url}/shoal/events") as r:
+        lines = (await r.text()).splitlines()
+    return [json.loads(line)["Entry"]["Event"]["Type"] for line in lines]

@@ -20,10 +20,10 @@ from services.agent.executor import Health, Phase
 from services.agent.executors.docker import (
     NODE_LABEL,
     TASK_LABEL,
-    from_event,
-    observed,
     container_name,
     create_config,
+    from_event,
+    observed,
     pull_params,
     registry_auth,
 )

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EXECUTORS = ("process", "sim")
+EXECUTORS = ("process", "sim", "docker")
 
 STOP_AGENTS, STOP_CONTROL, STOP_NATS = 0, 1, 2
 """Stop tiers, lowest first: agents leave before the control plane, NATS goes last so everyone
@@ -35,6 +35,9 @@ class Options:
     """JetStream `sync_interval`: `always` fsyncs before acknowledging, so an acknowledged event
     survives a crash of nats-server or of the machine; a duration (`2m`) trades that for throughput."""
     python: str = field(default=sys.executable)
+    engine: str = "unix:///var/run/docker.sock"
+    """docker executor only: the engine every agent runs its containers on (they share it, each
+    touching only the containers labelled with its own node id)."""
 
     @property
     def nats_url(self) -> str:
@@ -136,4 +139,6 @@ def _agent(options: Options, i: int, metrics_addr: str) -> ProcessSpec:
              "--addr", f"127.0.0.{i}", "--hostname", f"{options.hostname}-{i}"]
     if i == 1:
         extra += ["--role", "manager"]
+    if options.executor == "docker":
+        extra += ["--engine", options.engine]
     return _service(options, "agent", metrics_addr, *extra, name=f"agent-{i}", tier=STOP_AGENTS)

@@ -9,6 +9,7 @@ Every test stops its cluster and removes the containers labelled with its node i
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import pytest
 from tests.cluster import LocalCluster, local_cluster, node_ids
 from tests.docker_engine import TEST_IMAGE, docker_engine, ensure_test_image
 from tests.e2e.cli import api_get, docker, eventually, filters
+from tests.registry import fake_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -303,8 +305,39 @@ async def test_an_image_that_does_not_exist_is_rejected_with_the_engines_message
 
 async def _engine_error(engine: str, image: str) -> str:
     """What the engine answers to a pull of `image`: the text `docker pull` prints after the prefix."""
-    proc = await asyncio.create_subprocess_exec("docker", "pull", image, env={**os.environ, "DOCKER_HOST": engine},
+    _, err = await _docker_stderr({"DOCKER_HOST": engine}, "pull", image)
+    return err.strip().removeprefix("Error response from daemon: ")
+
+
+async def _docker_stderr(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """`docker <args>` with extra environment: its exit code and stderr."""
+    proc = await asyncio.create_subprocess_exec("docker", *args, env={**os.environ, **env},
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
-    return err.decode().strip().removeprefix("Error response from daemon: ")
+    return (proc.returncode or 0), err.decode()
 
+
+async def test_with_registry_auth_the_clis_credentials_reach_the_registry(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    """`docker service create --with-registry-auth` reads the credentials from the CLI's own config and
+    sends them as X-Registry-Auth; Shoal keeps them in the spec (never shows them) and the agent
+    hands them to the engine's pull."""
+    async with fake_registry() as registry:
+        config = tmp_path / "docker-config"
+        config.mkdir()
+        basic = base64.b64encode(b"ann:s3cret").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": basic}}}))
+        code, err = await _docker_stderr({"DOCKER_HOST": cluster.docker_host, "DOCKER_CONFIG": str(config)},
+                                         "service", "create", "--detach", "--with-registry-auth", "--name", "private",
+                                         f"{registry.host}/team/app:v1", "sleep", "60")
+        assert code == 0, err
+
+        async def rejected() -> bool:
+            return _count(await _tasks(cluster, "private"), "rejected") >= 1
+
+        await eventually(rejected, 60, f"a rejected task; tasks: {await _tasks(cluster, 'private')}")
+    assert registry.saw_basic("ann", "s3cret"), registry.authorizations
+    task = next(t for t in await _tasks(cluster, "private") if t["Status"]["State"] == "rejected")
+    assert "manifest unknown" in task["Status"]["Err"]
+    shown = await docker(cluster.docker_host, "service", "inspect", "private")
+    assert "s3cret" not in shown and basic not in shown and "RegistryAuth" not in json.dumps(task)

@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp import web
 
 from schemas.service import ContainerSpec, HealthConfig, PullOptions, TaskSpec
 from schemas.task import Task
@@ -15,6 +14,7 @@ from services.agent.executor import Executor, ExecutorError, Health, Phase
 from services.agent.executors.docker import DockerExecutor
 from services.kernel.ids import new_id
 from tests.docker_engine import TEST_IMAGE, docker_engine, ensure_test_image
+from tests.registry import fake_registry
 from tests.unit.test_executor_contract import ExecutorContract, Exits
 
 NODE = "node-health"
@@ -106,34 +106,12 @@ async def test_a_missing_image_is_a_fatal_error_with_the_engines_message(
 
 
 async def test_the_registry_auth_header_reaches_the_registry(docker_ex: tuple[DockerExecutor, list[Task]]) -> None:
-    """A registry on 127.0.0.1 (plain HTTP is allowed there) that demands Basic auth and records what
-    the engine sent: the credentials given to `--with-registry-auth` are the ones the engine used."""
+    """The credentials given to `--with-registry-auth` are the ones the engine used on the pull."""
     executor, made = docker_ex
-    seen: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        authorization = request.headers.get("Authorization", "")
-        seen.append(authorization)
-        if not authorization:
-            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
-                                     headers={"WWW-Authenticate": 'Basic realm="shoal-test"'})
-        return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]},
-                                 status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    auth = base64.urlsafe_b64encode(json.dumps({"username": "ann", "password": "s3cret",
-                                                "serveraddress": f"127.0.0.1:{port}"}).encode()).decode()
-    try:
+    async with fake_registry() as registry:
+        auth = base64.urlsafe_b64encode(json.dumps({"username": "ann", "password": "s3cret",
+                                                    "serveraddress": registry.host}).encode()).decode()
         with pytest.raises(ExecutorError) as e:
-            await executor.prepare(_task(made, image=f"127.0.0.1:{port}/team/app:v1", auth=auth))
-    finally:
-        await runner.cleanup()
+            await executor.prepare(_task(made, image=f"{registry.host}/team/app:v1", auth=auth))
     assert "manifest unknown" in str(e.value) and not e.value.temporary
-    expected = "Basic " + base64.b64encode(b"ann:s3cret").decode()
-    assert expected in seen, seen
+    assert registry.saw_basic("ann", "s3cret"), registry.authorizations

@@ -169,20 +169,42 @@ class DockerExecutor:
         """The engine's /info: hostname, CPUs, memory, labels, OS and version for the node description."""
         return dict(await self.docker.system.info())
 
-    async def _image(self, task: Task) -> None:
+    async def prepare(self, task: Task) -> Container:
+        """Create, as `docker run` does: pull only when the engine says the image is missing. One
+        engine call in the common case; a container this executor has seen already is inspected."""
+        known = self._ids.get(task.id)
+        if known:
+            return await self._inspect(known)
         image = (task.spec.container_spec or ContainerSpec()).image
         if not image:
             raise ExecutorError("no image in the task's ContainerSpec")
         try:
-            await self.docker.images.inspect(image)
-            return
+            return await self._create(task)
         except DockerError as e:
             if e.status != 404:
-                raise ExecutorError(_message(e), temporary=e.status >= 500) from e
+                return await self._created_before(task, e)
         try:
             await self._pull(image, registry_auth(task))
         except DockerError as e:
             raise ExecutorError(_message(e)) from e
+        try:
+            return await self._create(task)
+        except DockerError as e:
+            return await self._created_before(task, e)
+
+    async def _create(self, task: Task) -> Container:
+        created = await self.docker.containers.create(create_config(task), name=container_name(task))
+        self._ids[task.id] = created.id
+        return Container(task_id=task.id, node_id=task.node_id, phase=Phase.CREATED, container_id=created.id)
+
+    async def _created_before(self, task: Task, e: DockerError) -> Container:
+        """A failed create: a name conflict (409) means an earlier attempt that did not return created
+        the container, which is then the result; anything else is the error the task shows."""
+        if e.status == 409:
+            found = await self._find(task.id)
+            if found is not None:
+                return found
+        raise ExecutorError(_message(e), temporary=e.status >= 500) from e
 
     async def _pull(self, image: str, auth: str) -> None:
         """`POST /images/create` with the header exactly as the docker CLI sent it to the API.
@@ -192,22 +214,6 @@ class DockerExecutor:
         async with self.docker._query("images/create", "POST", params=pull_params(image),
                                       headers=headers, timeout=None) as response:
             await json_stream_list(response)  # raises DockerStreamError on an error in the progress stream
-
-    async def prepare(self, task: Task) -> Container:
-        existing = await self._find(task.id)
-        if existing is not None:
-            return existing
-        await self._image(task)
-        try:
-            created = await self.docker.containers.create(create_config(task), name=container_name(task))
-        except DockerError as e:
-            if e.status == 409:  # created by an earlier attempt that did not return
-                found = await self._find(task.id)
-                if found is not None:
-                    return found
-            raise ExecutorError(_message(e), temporary=e.status >= 500) from e
-        self._ids[task.id] = created.id
-        return Container(task_id=task.id, node_id=task.node_id, phase=Phase.CREATED, container_id=created.id)
 
     async def start(self, task: Task) -> Container:
         cid = self._ids.get(task.id) or getattr(await self._find(task.id), "container_id", "")

@@ -42,7 +42,11 @@ def engine() -> Iterator[str]:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, engine: str) -> AsyncIterator[LocalCluster]:
+async def cluster(tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
+    # Agents announce Swarm's 5 s heartbeat, so a node is `down` after 15 s of silence instead of 3 s:
+    # an agent restarted on purpose (kill -9, or stopped while the test changes its containers) comes
+    # back within that even on a loaded machine, and its tasks are not rescheduled meanwhile.
+    monkeypatch.setenv("SHOAL_HEARTBEAT", "5")
     async with local_cluster(tmp_path, agents=2, executor="docker", engine=engine) as c:
         await eventually(lambda: _nodes_ready(c, 2), 60, f"two ready nodes\nagent-1:\n{c.log('agent-1')}")
         yield c
@@ -271,11 +275,16 @@ async def test_agent_kill_9_and_restart_adopts_containers_and_learns_what_happen
     await cluster.start_process("agent-1")
 
     async def learned() -> bool:
-        return _count([t for t in await _tasks(cluster, "keep") if t["ID"] == victim["ID"]], "failed") == 1
+        """The exit is reported: `failed` (or `shutdown`, if the restart took so long under load that
+        the node was marked down and the orchestrator had moved the task meanwhile, as Swarm does)."""
+        task = next(t for t in await _tasks(cluster, "keep") if t["ID"] == victim["ID"])
+        return task["Status"]["State"] in ("failed", "shutdown") and task["Status"]["ContainerStatus"]["ExitCode"] != 0
 
     await eventually(learned, 60, f"the container that died meanwhile reported: {victim['ID']}")
     task = next(t for t in await _tasks(cluster, "keep") if t["ID"] == victim["ID"])
-    assert task["Status"]["Err"] == "task: non-zero exit (137)"
+    assert task["Status"]["ContainerStatus"]["ExitCode"] == 137
+    if task["DesiredState"] == "running":
+        assert (task["Status"]["State"], task["Status"]["Err"]) == ("failed", "task: non-zero exit (137)")
     await _converged(cluster, "keep", 4)
 
     async def stray_removed() -> bool:

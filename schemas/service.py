@@ -18,6 +18,13 @@ class HealthConfig(Wire):
     start_interval: Nanos | None = None
 
 
+class PullOptions(Wire):
+    """Swarm keeps `docker service create --with-registry-auth`'s X-Registry-Auth header here, so
+    agents can pull private images. Never shown by the API (the Engine API has no such field)."""
+
+    registry_auth: str | None = None
+
+
 class ContainerSpec(Wire):
     image: str = ""
     labels: Labels | None = None
@@ -47,6 +54,7 @@ class ContainerSpec(Wire):
     capability_drop: list[str] | None = None
     ulimits: list[dict[str, Any]] | None = None
     oom_score_adj: int | None = None
+    pull_options: PullOptions | None = None
 
 
 class ResourceLimits(Wire):

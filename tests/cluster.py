@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.agent.executors.docker import DockerExecutor
 from services.agent.executors.process import ProcessExecutor
+from services.agent.identity import NODE_ID_FILE
 from services.cli.jointokens import write_join_tokens
 from services.cli.plan import Options, plan
 from services.cli.supervisor import Backoff, Supervisor, tail
@@ -99,18 +101,19 @@ def _free(host: str, port: int) -> bool:
     return True
 
 
-def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim") -> Options:
+def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim", engine: str = "") -> Options:
     """Options for a cluster on free ports: NATS, NATS monitoring, API, then one metrics port per process."""
     base = free_ports(agents + 7)
     return Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
-                   nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test")
+                   nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test",
+                   **({"engine": engine} if engine else {}))
 
 
 @contextlib.asynccontextmanager
 async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim", *, wait_api: bool = True,
-                        options: Options | None = None) -> AsyncIterator[LocalCluster]:
+                        options: Options | None = None, engine: str = "") -> AsyncIterator[LocalCluster]:
     """Start a cluster (or resume the one in `state_dir` when `options` repeats earlier ones); stop it after."""
-    options = options or cluster_options(state_dir, agents, executor)
+    options = options or cluster_options(state_dir, agents, executor, engine)
     prepare(options)
     supervisor = Supervisor(plan(options), options.log_dir, backoff=Backoff(initial_s=0.1, max_s=2.0),
                             stop_timeout_s=5.0)
@@ -125,6 +128,8 @@ async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim",
         await supervisor.stop()
         if options.executor == "process":
             await remove_task_processes(options)
+        if options.executor == "docker":
+            await remove_task_containers(options)
 
 
 async def remove_task_processes(options: Options) -> None:
@@ -136,3 +141,20 @@ async def remove_task_processes(options: Options) -> None:
             await executor.remove(container.task_id)
         await executor.close()
 
+
+
+def node_ids(options: Options) -> list[str]:
+    """The node ids the cluster's agents chose (each agent keeps its own in `<state dir>/node-id`)."""
+    files = [options.agent_dir(i) / NODE_ID_FILE for i in range(1, options.agents + 1)]
+    return [line for f in files if f.exists() for line in f.read_text().split()]
+
+
+async def remove_task_containers(options: Options) -> None:
+    """The docker executor's counterpart of `remove_task_processes`: every container labelled with one
+    of this cluster's node ids goes, and no other (the engine is shared)."""
+    executor = DockerExecutor(options.engine, node_ids(options))
+    try:
+        for container in await executor.list():
+            await executor.remove(container.task_id)
+    finally:
+        await executor.close()

@@ -36,6 +36,17 @@ class Phase(enum.IntEnum):
     EXITED = 3
 
 
+class Health(enum.IntEnum):
+    """A running container's health check, in the order observations win: a late `starting` never
+    hides a `healthy` seen meanwhile, and once `unhealthy` the task fails whatever comes after."""
+
+    NONE = 0
+    """No health check (the spec has none and neither has the image)."""
+    STARTING = 1
+    HEALTHY = 2
+    UNHEALTHY = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Container:
     """What an executor observes of one task's container."""
@@ -47,11 +58,15 @@ class Container:
     pid: int = 0
     exit_code: int = 0
     """Meaningful once EXITED (Docker also shows 0 while a container runs)."""
+    health: Health = Health.NONE
 
 
 def newer(old: Container | None, new: Container) -> Container:
-    """The later of two observations: an exit seen by the watch beats a late `start` result."""
-    return new if old is None or new.phase >= old.phase else old
+    """The later of two observations: an exit seen by the watch beats a late `start` result, and a
+    health change seen by the watch beats the `starting` an earlier inspect returned."""
+    if old is None or new.phase > old.phase:
+        return new
+    return new if new.phase == old.phase and new.health >= old.health else old
 
 
 class ExecutorError(Exception):
@@ -103,7 +118,7 @@ class Executor(Protocol):
         ...
 
     def watch(self, on_change: OnChange) -> None:
-        """Deliver every later exit of a started or adopted container to `on_change`."""
+        """Deliver every later exit (and health change) of a started or adopted container to `on_change`."""
         ...
 
     async def close(self) -> None:

@@ -14,6 +14,9 @@ Rules (swarm-behaviour.md 1.3):
   proceed regardless.
 - an observation ahead of the reported state (a report lost in an agent crash) is reported, one
   transition at a time, instead of redoing the work.
+- health (1.3): `start` reports nothing itself; the container it returns decides. A container whose
+  health check has not passed yet keeps the task `starting`; `healthy` (or no health check) makes it
+  `running`; `unhealthy`, before or after that, stops the container and fails the task.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import enum
 from dataclasses import dataclass
 
 from schemas.task import RANK, Task, TaskState, is_terminal
-from services.agent.executor import Container, Phase
+from services.agent.executor import Container, Health, Phase
 
 S = TaskState
+
+UNHEALTHY = "dockerexec: unhealthy container"
+"""Swarm's Err for a task whose container's health check failed."""
 
 
 class Op(enum.Enum):
@@ -75,8 +81,12 @@ def next_step(task: Task, container: Container | None) -> Step:
         case S.READY:
             return _report(S.STARTING, "starting") if below else IDLE
         case S.STARTING:
-            if phase is None or phase is Phase.CREATED:
-                return Step(Op.START, S.RUNNING, "started")
+            if container is None or container.phase is Phase.CREATED:
+                return Step(Op.START)
+            if container.phase is Phase.RUNNING and container.health is Health.UNHEALTHY:
+                return _unhealthy(task)
+            if container.phase is Phase.RUNNING and container.health is Health.STARTING:
+                return WAIT
             return _report(S.RUNNING, "started")
         case _:
             return _running(task, container)
@@ -86,8 +96,13 @@ def _running(task: Task, container: Container | None) -> Step:
     if container is None or container.phase is Phase.CREATED:
         return _report(S.FAILED, task.status.message, "task: container not found")
     if container.phase is Phase.RUNNING:
-        return WAIT
+        return _unhealthy(task) if container.health is Health.UNHEALTHY else WAIT
     return _exited(task, container.exit_code)
+
+
+def _unhealthy(task: Task) -> Step:
+    """Swarm stops a container whose health check failed and reports the task failed (Message kept)."""
+    return Step(Op.STOP, S.FAILED, task.status.message, UNHEALTHY)
 
 
 def _wind_down(task: Task, container: Container | None) -> Step:

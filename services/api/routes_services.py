@@ -7,7 +7,7 @@ from aiohttp import web
 from msgspec.structs import replace
 
 from schemas.service import Service, ServiceSpec
-from services.api import commands, filters
+from services.api import commands, filters, registry_auth
 from services.api.context import api_of
 from services.api.log_stream import LOG_PARAMS, stream_logs
 from services.api.lookup import find_service
@@ -18,6 +18,8 @@ from services.api.versioning import at_least
 from services.api.views import service_status, service_view
 from services.api.wire import bool_param, empty_response, json_response, read_json, version_param
 from services.kernel.ids import new_id
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent
 
 STATUS_SINCE = "1.41"
 """dockerd fills `ServiceStatus` only for clients speaking 1.41 or later."""
@@ -50,7 +52,7 @@ async def create_service(request: web.Request) -> web.Response:
     if not spec.name:
         spec = replace(spec, name=random_name(api.state.service_by_name))
     validate_service_spec(spec)
-    spec = normalize_service_spec(spec)
+    spec = registry_auth.on_create(normalize_service_spec(spec), request.headers.get(registry_auth.HEADER))
     service_id = new_id()
     await api.committer.commit(lambda state: commands.create_service(state, service_id, spec))
     return json_response(Created(id=service_id), status=201)
@@ -67,7 +69,13 @@ async def update_service(request: web.Request) -> web.Response:
     version = version_param(request, "service")
     ref = request.match_info["id"]
     rollback = request.query.get("rollback") == "previous"
-    await api.committer.commit(lambda state: commands.update_service(state, ref, version, spec, rollback))
+    header, source = request.headers.get(registry_auth.HEADER), request.query.get("registryAuthFrom")
+
+    def decide(state: ClusterState) -> Intent:
+        with_auth = registry_auth.on_update(spec, header, source, find_service(state, ref))
+        return commands.update_service(state, ref, version, with_auth, rollback)
+
+    await api.committer.commit(decide)
     return json_response(Updated())
 
 

@@ -16,7 +16,7 @@ from msgspec.structs import replace
 from schemas.node import ManagerStatus, Node
 from schemas.service import ContainerSpec, Endpoint, Service, ServiceStatus
 from schemas.task import Task, TaskState
-from services.api import modes
+from services.api import modes, registry_auth
 from services.api.defaults import insert_defaults
 from services.kernel.state import ClusterState
 
@@ -24,8 +24,9 @@ MANAGER_PORT = 2377
 
 
 def service_view(svc: Service, *, status: ServiceStatus | None = None, defaults: bool = False) -> Service:
-    spec = insert_defaults(svc.spec) if defaults else svc.spec
-    return replace(svc, spec=spec, service_status=status, endpoint=_endpoint(svc))
+    spec = registry_auth.hidden(insert_defaults(svc.spec) if defaults else svc.spec)
+    previous = registry_auth.hidden(svc.previous_spec) if svc.previous_spec is not None else None
+    return replace(svc, spec=spec, previous_spec=previous, service_status=status, endpoint=_endpoint(svc))
 
 
 def _endpoint(svc: Service) -> Endpoint:
@@ -80,9 +81,10 @@ def _desired(svc: Service, counts: Counter[tuple[TaskState, TaskState]], complet
 
 
 def task_view(task: Task) -> Task:
-    if task.spec.container_spec is not None:
-        return task
-    return replace(task, spec=replace(task.spec, container_spec=ContainerSpec()))
+    if task.spec.container_spec is None:
+        return replace(task, spec=replace(task.spec, container_spec=ContainerSpec()))
+    hidden = registry_auth.task_with_pull_options(task.spec, None)
+    return task if hidden is task.spec else replace(task, spec=hidden)
 
 
 def node_view(node: Node, self_id: str) -> dict[str, Any]:

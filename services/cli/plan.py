@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EXECUTORS = ("process", "sim")
+EXECUTORS = ("process", "sim", "docker")
 
 STOP_AGENTS, STOP_CONTROL, STOP_NATS = 0, 1, 2
 """Stop tiers, lowest first: agents leave before the control plane, NATS goes last so everyone
@@ -38,6 +38,9 @@ class Options:
     monitoring: bool = False
     """Also run Prometheus scraping every process, with the alert rules (`monitoring.py`)."""
     prometheus_port: int = 9090
+    engine: str = "unix:///var/run/docker.sock"
+    """docker executor only: the engine every agent runs its containers on (they share it, each
+    touching only the containers labelled with its own node id)."""
 
     @property
     def nats_url(self) -> str:
@@ -148,4 +151,6 @@ def _agent(options: Options, i: int, metrics_addr: str) -> ProcessSpec:
     extra = ["--executor", options.executor, "--state-dir", str(options.agent_dir(i)),
              "--addr", f"127.0.0.{i}", "--hostname", f"{options.hostname}-{i}",
              "--token-file", str(options.token_file("manager" if i == 1 else "worker"))]
+    if options.executor == "docker":
+        extra += ["--engine", options.engine]
     return _service(options, "agent", metrics_addr, *extra, name=f"agent-{i}", tier=STOP_AGENTS)

@@ -24,6 +24,7 @@ import platformdirs
 
 from services.cli import monitoring
 from services.cli.client import ClientError
+from services.cli.engine import choose, default_engine
 from services.cli.jointokens import clear_join_tokens, write_join_tokens
 from services.cli.plan import EXECUTORS, Options, nats_config, nats_config_path, plan
 from services.cli.supervisor import NotReady, Supervisor
@@ -42,7 +43,11 @@ class Refused(RuntimeError):
 def parse(argv: Sequence[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="shoal up", description=__doc__)
     p.add_argument("--agents", type=_agent_count, default=1, help="agent processes, one node each (default 1)")
-    p.add_argument("--executor", choices=EXECUTORS, default="process", help="how agents run tasks (default process)")
+    p.add_argument("--executor", choices=EXECUTORS, default="",
+                   help="how agents run tasks (default: docker if the engine answers, else process)")
+    p.add_argument("--engine", default=default_engine(),
+                   help="docker executor: the engine agents use (default SHOAL_DOCKER_HOST or the system socket; "
+                        "DOCKER_HOST is ignored)")
     p.add_argument("--api-addr", default="127.0.0.1:2375", help="host:port of the Docker API (default %(default)s)")
     p.add_argument("--state-dir", type=Path, default=Path(platformdirs.user_data_dir("shoal")),
                    help="NATS store, agent identities and logs (default %(default)s)")
@@ -61,7 +66,7 @@ def parse(argv: Sequence[str] | None) -> Options:
     return Options(state_dir=a.state_dir.expanduser().resolve(), agents=a.agents, executor=a.executor,
                    api_addr=a.api_addr, nats_port=a.nats_port, nats_monitor_port=a.nats_monitor_port,
                    metrics_port=a.metrics_port, hostname=a.hostname, log_level=a.log_level, nats_sync=a.nats_sync,
-                   monitoring=a.monitoring, prometheus_port=a.prometheus_port)
+                   monitoring=a.monitoring, prometheus_port=a.prometheus_port, engine=a.engine)
 
 
 def _agent_count(text: str) -> int:
@@ -142,6 +147,8 @@ def banner(options: Options, supervisor: Supervisor, api_ready: bool) -> str:
 
 
 async def run(options: Options, out: TextIO = sys.stdout, api_wait_s: float = 30.0) -> None:
+    options, why = await choose(options)
+    print(why, file=out, flush=True)
     with state_lock(options.state_dir):
         if busy := ports_in_use(options):
             raise Refused(f"port(s) already in use: {', '.join(busy)} (choose others with the flags)")

@@ -68,13 +68,24 @@ def is_dirty(task: Task, service: Service, state: ClusterState) -> bool:
     spec, so bumping it makes every task dirty; a replica count is not in it, so scaling makes none."""
     if task.spec_version == service.spec_version:
         return False
-    want = service.spec.task_template or TaskSpec()
+    want = _same_pull_options(service.spec.task_template or TaskSpec(), task)
     if task.spec == want:
         return False
     if msgspec.structs.replace(task.spec, placement=want.placement) == want:
         node = state.nodes.get(task.node_id)
         return node is None or not constraints.match_all(wanted_constraints(want), node)
     return True
+
+
+def _same_pull_options(want: TaskSpec, task: Task) -> TaskSpec:
+    """swarmkit#971: new registry credentials alone do not make dirty a task that got its image
+    already (observed ready to running, desired running)."""
+    pulled = (RANK[task.desired_state] <= RANK[TaskState.RUNNING]
+              and RANK[TaskState.READY] <= RANK[task.status.state] <= RANK[TaskState.RUNNING])
+    if not pulled or want.container_spec is None or task.spec.container_spec is None:
+        return want
+    container = msgspec.structs.replace(want.container_spec, pull_options=task.spec.container_spec.pull_options)
+    return msgspec.structs.replace(want, container_spec=container)
 
 
 @dataclass(frozen=True, slots=True)

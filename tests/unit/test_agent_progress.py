@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from schemas.task import RANK, Task, TaskState, TaskStatus
-from services.agent.executor import Container, Phase
-from services.agent.progress import Op, Step, failed, next_step
+from services.agent.executor import Container, Health, Phase, newer
+from services.agent.progress import UNHEALTHY, Op, Step, failed, next_step
 
 S = TaskState
 CREATED, RUNNING, EXITED = Phase.CREATED, Phase.RUNNING, Phase.EXITED
@@ -18,10 +18,10 @@ def task(state: TaskState, desired: TaskState = S.RUNNING, message: str = "start
     return Task(id="t1", node_id="n1", status=TaskStatus(state=state, message=message), desired_state=desired)
 
 
-def container(phase: Phase | None, exit_code: int = 0) -> Container | None:
+def container(phase: Phase | None, exit_code: int = 0, health: Health = Health.NONE) -> Container | None:
     if phase is None:
         return None
-    return Container(task_id="t1", node_id="n1", phase=phase, exit_code=exit_code)
+    return Container(task_id="t1", node_id="n1", phase=phase, exit_code=exit_code, health=health)
 
 
 def report(state: TaskState, message: str, err: str | None = None) -> Step:
@@ -35,7 +35,7 @@ TABLE: list[tuple[TaskState, TaskState, Phase | None, int, Step]] = [
     (S.ACCEPTED, S.RUNNING, None, 0, report(S.PREPARING, "preparing")),
     (S.PREPARING, S.RUNNING, None, 0, Step(Op.PREPARE, S.READY, "prepared")),
     (S.READY, S.RUNNING, CREATED, 0, report(S.STARTING, "starting")),
-    (S.STARTING, S.RUNNING, CREATED, 0, Step(Op.START, S.RUNNING, "started")),
+    (S.STARTING, S.RUNNING, CREATED, 0, Step(Op.START)),
     (S.RUNNING, S.RUNNING, RUNNING, 0, Step(Op.WAIT)),
     (S.RUNNING, S.RUNNING, EXITED, 0, report(S.COMPLETE, "finished")),
     (S.RUNNING, S.RUNNING, EXITED, 3, report(S.FAILED, "started", "task: non-zero exit (3)")),
@@ -61,7 +61,7 @@ TABLE: list[tuple[TaskState, TaskState, Phase | None, int, Step]] = [
     (S.READY, S.RUNNING, RUNNING, 0, report(S.STARTING, "starting")),
     (S.STARTING, S.RUNNING, RUNNING, 0, report(S.RUNNING, "started")),
     (S.STARTING, S.RUNNING, EXITED, 1, report(S.RUNNING, "started")),
-    (S.STARTING, S.RUNNING, None, 0, Step(Op.START, S.RUNNING, "started")),
+    (S.STARTING, S.RUNNING, None, 0, Step(Op.START)),
     # desired shutdown / remove
     (S.ASSIGNED, S.SHUTDOWN, None, 0, report(S.SHUTDOWN, "shutdown")),
     (S.READY, S.SHUTDOWN, CREATED, 0, report(S.SHUTDOWN, "shutdown")),
@@ -92,6 +92,29 @@ def test_fatal_error_rejects_before_starting_and_fails_after(state: TaskState, e
     assert step == report(expected, "preparing", "task: exec: \"x\": executable file not found in $PATH")
 
 
+HEALTH_TABLE: list[tuple[TaskState, Phase, Health, Step]] = [
+    # state, container phase, health -> step (desired running)
+    (S.STARTING, RUNNING, Health.STARTING, Step(Op.WAIT)),
+    (S.STARTING, RUNNING, Health.HEALTHY, report(S.RUNNING, "started")),
+    (S.STARTING, RUNNING, Health.NONE, report(S.RUNNING, "started")),
+    (S.STARTING, RUNNING, Health.UNHEALTHY, Step(Op.STOP, S.FAILED, "starting", UNHEALTHY)),
+    (S.STARTING, EXITED, Health.NONE, report(S.RUNNING, "started")),
+    (S.RUNNING, RUNNING, Health.HEALTHY, Step(Op.WAIT)),
+    (S.RUNNING, RUNNING, Health.UNHEALTHY, Step(Op.STOP, S.FAILED, "starting", UNHEALTHY)),
+]
+
+
+@pytest.mark.parametrize(("state", "phase", "health", "expected"), HEALTH_TABLE)
+def test_health_gates_running_and_unhealthy_fails(state: TaskState, phase: Phase, health: Health,
+                                                   expected: Step) -> None:
+    assert next_step(task(state, message="starting"), container(phase, health=health)) == expected
+
+
+def test_health_does_not_hold_a_shutdown() -> None:
+    step = next_step(task(S.STARTING, S.SHUTDOWN), container(RUNNING, health=Health.STARTING))
+    assert step == Step(Op.STOP, S.SHUTDOWN, "shutdown")
+
+
 AGENT_STATES = [s for s in S if s is not S.REMOVE]
 DESIRED = [S.READY, S.RUNNING, S.COMPLETE, S.SHUTDOWN, S.REMOVE]
 PHASES: list[Phase | None] = [None, CREATED, RUNNING, EXITED]
@@ -99,10 +122,10 @@ PHASES: list[Phase | None] = [None, CREATED, RUNNING, EXITED]
 
 def test_every_report_moves_forward_and_every_walk_ends() -> None:
     """The worker loops over REPORT steps; this is what makes that loop finite and monotonic."""
-    for state, desired, phase, code in itertools.product(AGENT_STATES, DESIRED, PHASES, (0, 1)):
+    for state, desired, phase, code, health in itertools.product(AGENT_STATES, DESIRED, PHASES, (0, 1), Health):
         current = task(state, desired)
         for _ in range(len(S)):
-            step = next_step(current, container(phase, code))
+            step = next_step(current, container(phase, code, health))
             if step.op is not Op.REPORT:
                 break
             assert step.state is not None and RANK[step.state] > RANK[current.status.state], (state, desired, phase)
@@ -116,3 +139,17 @@ def test_stop_never_reports_below_a_terminal_state() -> None:
                                             [S.SHUTDOWN, S.REMOVE]):
         step = next_step(task(state, desired), container(RUNNING))
         assert step == Step(Op.STOP)
+
+
+@pytest.mark.parametrize(("old", "new", "kept"), [
+    (Health.STARTING, Health.HEALTHY, Health.HEALTHY),
+    (Health.HEALTHY, Health.STARTING, Health.HEALTHY),
+    (Health.HEALTHY, Health.UNHEALTHY, Health.UNHEALTHY),
+    (Health.UNHEALTHY, Health.HEALTHY, Health.UNHEALTHY),
+])
+def test_a_late_health_observation_never_hides_a_later_one(old: Health, new: Health, kept: Health) -> None:
+    first, second = container(RUNNING, health=old), container(RUNNING, health=new)
+    assert first is not None and second is not None
+    assert newer(first, second).health is kept
+    exited = container(EXITED, 1)
+    assert exited is not None and newer(exited, second) is exited

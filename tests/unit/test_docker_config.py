@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from schemas.service import (
     ContainerSpec,
     HealthConfig,
+    PullOptions,
     ResourceLimits,
     ResourceReservations,
     Resources,
     TaskSpec,
 )
 from schemas.task import Task
-from services.agent.executors.docker import container_name, create_config
+from services.agent.executor import Health, Phase
+from services.agent.executors.docker import (
+    NODE_LABEL,
+    TASK_LABEL,
+    container_name,
+    create_config,
+    from_event,
+    observed,
+    pull_params,
+    registry_auth,
+)
 
 
 def _task(**spec: Any) -> Task:
@@ -56,3 +69,31 @@ def test_command_args_env_and_stop_settings() -> None:
 def test_healthcheck_is_passed_with_docker_names() -> None:
     config = create_config(_task(healthcheck=HealthConfig(test=["CMD-SHELL", "true"], interval=1_000_000_000)))
     assert config["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 1_000_000_000}
+
+
+@pytest.mark.parametrize(("image", "params"), [
+    ("busybox", {"fromImage": "busybox", "tag": "latest"}),
+    ("busybox:1.36", {"fromImage": "busybox", "tag": "1.36"}),
+    ("reg:5000/team/app", {"fromImage": "reg:5000/team/app", "tag": "latest"}),
+    ("reg:5000/team/app:v2", {"fromImage": "reg:5000/team/app", "tag": "v2"}),
+    ("app@sha256:abc", {"fromImage": "app@sha256:abc"}),
+])
+def test_pull_names_the_image_as_docker_pull_does(image: str, params: dict[str, str]) -> None:
+    assert pull_params(image) == params
+
+
+def test_registry_auth_comes_from_the_specs_pull_options() -> None:
+    assert registry_auth(_task()) == ""
+    assert registry_auth(_task(pull_options=PullOptions(registry_auth="eyJ1Ijoi"))) == "eyJ1Ijoi"
+
+
+def test_health_from_inspect_and_from_events() -> None:
+    running = {"Id": "c1", "Config": {"Labels": {TASK_LABEL: "t", NODE_LABEL: "n"}},
+               "State": {"Status": "running", "Pid": 7, "Health": {"Status": "starting"}}}
+    assert observed(running).health is Health.STARTING
+    assert observed({**running, "State": {"Status": "running"}}).health is Health.NONE
+    event = {"id": "c1", "Action": "health_status: unhealthy", "Actor": {"Attributes": {TASK_LABEL: "t"}}}
+    seen = from_event(event)
+    assert (seen.phase, seen.health, seen.task_id) == (Phase.RUNNING, Health.UNHEALTHY, "t")
+    died = from_event({"id": "c1", "Action": "die", "Actor": {"Attributes": {TASK_LABEL: "t", "exitCode": "3"}}})
+    assert (died.phase, died.exit_code) == (Phase.EXITED, 3)

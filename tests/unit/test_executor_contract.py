@@ -70,6 +70,7 @@ class ExecutorContract(abc.ABC):
         cleaner = self.new_executor()
         for task_id in self.task_ids:
             await cleaner.remove(task_id)
+        await cleaner.close()
         for executor in self.executors:
             await executor.close()
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Collection
 
+import msgspec
 import pytest
 
 from schemas.events import ServiceUpdated
-from schemas.service import ContainerSpec, Placement, RestartPolicy, TaskSpec, UpdateConfig
+from schemas.service import ContainerSpec, Placement, PullOptions, RestartPolicy, TaskSpec, UpdateConfig
 from schemas.task import Task, TaskState
 from services.orchestrator.update import is_dirty
 from tests.world import SECOND, World, summary
@@ -101,6 +102,19 @@ def test_dirty_means_another_spec_unless_only_placement_changed_and_the_node_sti
     w.update(sid, task_template=TaskSpec(container_spec=ContainerSpec(image="app:1"),
                                          restart_policy=RestartPolicy(delay=0), force_update=1))
     assert is_dirty(task, w.state.services[sid], w.state)
+
+
+def test_new_registry_credentials_alone_leave_a_task_that_has_its_image_clean() -> None:
+    w, sid = cluster(replicas=1)
+    task = w.tasks(sid)[0]
+    assert task.status.state is TaskState.RUNNING
+    with_auth = spec()
+    assert with_auth.container_spec is not None
+    w.update(sid, task_template=msgspec.structs.replace(with_auth, container_spec=msgspec.structs.replace(
+        with_auth.container_spec, pull_options=PullOptions(registry_auth="eyJ1c2VybmFtZSI6ImEifQ=="))))
+    assert not is_dirty(task, w.state.services[sid], w.state)
+    not_pulled = msgspec.structs.replace(task, status=msgspec.structs.replace(task.status, state=TaskState.ASSIGNED))
+    assert is_dirty(not_pulled, w.state.services[sid], w.state)
 
 
 def test_an_update_starts_one_slot_stop_first_by_default() -> None:

@@ -4,6 +4,11 @@ Containers carry Swarm's labels (`com.docker.swarm.node.id`, `.service.id`, `.ta
 several agents can share one engine and each touches only the containers of its own nodes, and an
 agent that restarts finds and adopts its containers instead of starting new ones. Docker's own
 restart policy is never set: restarts are the orchestrator's decision.
+
+Health: the engine runs the spec's health check (or the image's); its state comes back in every
+inspect and its changes through `health_status` events, so the agent can hold a task at `starting`
+until the container is healthy. Registry auth: the X-Registry-Auth value Swarm keeps in the spec's
+`PullOptions` is sent as is on the pull.
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
+from aiodocker.jsonstream import json_stream_list
 
 from schemas.logs import LogBatch, LogQuery
 from schemas.service import ContainerSpec
 from schemas.task import Task
-from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
+from services.agent.executor import Container, ExecutorError, Health, NoSuchContainer, OnChange, Phase, stop_grace_s
 from services.agent.executors.docker_logs import container_logs
 
 log = logging.getLogger(__name__)
 
 NODE_LABEL = "com.docker.swarm.node.id"
 TASK_LABEL = "com.docker.swarm.task.id"
+
+_HEALTH = {"starting": Health.STARTING, "healthy": Health.HEALTHY, "unhealthy": Health.UNHEALTHY}
+"""The engine's `State.Health.Status` (and `health_status: X` event actions) as a `Health`."""
 
 
 def container_name(task: Task) -> str:
@@ -97,13 +106,14 @@ def _whole_seconds(task: Task) -> int:
     return math.ceil(stop_grace_s(task))
 
 
-def _observe(info: dict[str, Any]) -> Container:
+def observed(info: dict[str, Any]) -> Container:
     """A `Container` from the engine's inspect (or list) output."""
     labels_ = info.get("Config", {}).get("Labels") or info.get("Labels") or {}
     state = info.get("State") or {}
     status = state.get("Status", "") if isinstance(state, dict) else str(state)
     phase = Phase.RUNNING if status in ("running", "paused", "restarting") else (
         Phase.CREATED if status == "created" else Phase.EXITED)
+    health = (state.get("Health") or {}).get("Status", "") if isinstance(state, dict) else ""
     return Container(
         task_id=labels_.get(TASK_LABEL, ""),
         node_id=labels_.get(NODE_LABEL, ""),
@@ -111,7 +121,36 @@ def _observe(info: dict[str, Any]) -> Container:
         container_id=info.get("Id", ""),
         pid=int(state.get("Pid", 0)) if isinstance(state, dict) else 0,
         exit_code=int(state.get("ExitCode", 0)) if isinstance(state, dict) else 0,
+        health=_HEALTH.get(health, Health.NONE),
     )
+
+
+def from_event(event: dict[str, Any]) -> Container:
+    """A `die` or `health_status: X` event as an observation of the container."""
+    attrs = event.get("Actor", {}).get("Attributes", {})
+    action = str(event.get("Action", ""))
+    task_id, node_id, cid = attrs.get(TASK_LABEL, ""), attrs.get(NODE_LABEL, ""), event.get("id", "")
+    if action.startswith("health_status"):
+        health = _HEALTH.get(action.partition(":")[2].strip(), Health.NONE)
+        return Container(task_id=task_id, node_id=node_id, phase=Phase.RUNNING, container_id=cid, health=health)
+    return Container(task_id=task_id, node_id=node_id, phase=Phase.EXITED, container_id=cid,
+                     exit_code=int(attrs.get("exitCode", 0)))
+
+
+def pull_params(image: str) -> dict[str, Any]:
+    """`fromImage` and `tag` as `docker pull` sends them: no tag means `latest`; a digest is kept whole."""
+    if "@" in image:
+        return {"fromImage": image}
+    name, colon, tag = image.rpartition(":")
+    if colon and "/" not in tag:
+        return {"fromImage": name, "tag": tag}
+    return {"fromImage": image, "tag": "latest"}
+
+
+def registry_auth(task: Task) -> str:
+    """The X-Registry-Auth value the service was created (or updated) with, if any."""
+    pull = (task.spec.container_spec or ContainerSpec()).pull_options
+    return (pull.registry_auth or "") if pull is not None else ""
 
 
 def _message(e: DockerError) -> str:
@@ -133,36 +172,51 @@ class DockerExecutor:
         """The engine's /info: hostname, CPUs, memory, labels, OS and version for the node description."""
         return dict(await self.docker.system.info())
 
-    async def _image(self, task: Task) -> None:
+    async def prepare(self, task: Task) -> Container:
+        """Create, as `docker run` does: pull only when the engine says the image is missing. One
+        engine call in the common case; a container this executor has seen already is inspected."""
+        known = self._ids.get(task.id)
+        if known:
+            return await self._inspect(known)
         image = (task.spec.container_spec or ContainerSpec()).image
         if not image:
             raise ExecutorError("no image in the task's ContainerSpec")
         try:
-            await self.docker.images.inspect(image)
-            return
+            return await self._create(task)
         except DockerError as e:
             if e.status != 404:
-                raise ExecutorError(_message(e), temporary=e.status >= 500) from e
+                return await self._created_before(task, e)
         try:
-            await self.docker.images.pull(image)
+            await self._pull(image, registry_auth(task))
         except DockerError as e:
             raise ExecutorError(_message(e)) from e
-
-    async def prepare(self, task: Task) -> Container:
-        existing = await self._find(task.id)
-        if existing is not None:
-            return existing
-        await self._image(task)
         try:
-            created = await self.docker.containers.create(create_config(task), name=container_name(task))
+            return await self._create(task)
         except DockerError as e:
-            if e.status == 409:  # created by an earlier attempt that did not return
-                found = await self._find(task.id)
-                if found is not None:
-                    return found
-            raise ExecutorError(_message(e), temporary=e.status >= 500) from e
+            return await self._created_before(task, e)
+
+    async def _create(self, task: Task) -> Container:
+        created = await self.docker.containers.create(create_config(task), name=container_name(task))
         self._ids[task.id] = created.id
         return Container(task_id=task.id, node_id=task.node_id, phase=Phase.CREATED, container_id=created.id)
+
+    async def _created_before(self, task: Task, e: DockerError) -> Container:
+        """A failed create: a name conflict (409) means an earlier attempt that did not return created
+        the container, which is then the result; anything else is the error the task shows."""
+        if e.status == 409:
+            found = await self._find(task.id)
+            if found is not None:
+                return found
+        raise ExecutorError(_message(e), temporary=e.status >= 500) from e
+
+    async def _pull(self, image: str, auth: str) -> None:
+        """`POST /images/create` with the header exactly as the docker CLI sent it to the API.
+        aiodocker's `images.pull` would re-encode it and refuses auth for images without a registry
+        host (Docker Hub's), so the request is made through its request helper directly."""
+        headers = {"X-Registry-Auth": auth} if auth else {}
+        async with self.docker._query("images/create", "POST", params=pull_params(image),
+                                      headers=headers, timeout=None) as response:
+            await json_stream_list(response)  # raises DockerStreamError on an error in the progress stream
 
     async def start(self, task: Task) -> Container:
         cid = self._ids.get(task.id) or getattr(await self._find(task.id), "container_id", "")
@@ -210,8 +264,9 @@ class DockerExecutor:
         self._watch = asyncio.get_running_loop().create_task(self._events(on_change))
 
     async def _events(self, on_change: OnChange) -> None:
-        """Follow the engine's `die` events for our nodes' containers; reconnect if the stream ends."""
-        filters = json.dumps({"type": ["container"], "event": ["die"],
+        """Follow the engine's `die` and `health_status` events for our nodes' containers; reconnect if
+        the stream ends."""
+        filters = json.dumps({"type": ["container"], "event": ["die", "health_status"],
                               "label": [f"{NODE_LABEL}={n}" for n in self.node_ids]})
         while True:
             # aiodocker's events API is untyped; DockerEvents is its public events client.
@@ -219,10 +274,7 @@ class DockerExecutor:
             subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
             try:
                 while (event := await subscriber.get()) is not None:
-                    attrs = event.get("Actor", {}).get("Attributes", {})
-                    on_change(Container(task_id=attrs.get(TASK_LABEL, ""), node_id=attrs.get(NODE_LABEL, ""),
-                                        phase=Phase.EXITED, container_id=event.get("id", ""),
-                                        exit_code=int(attrs.get("exitCode", 0))))
+                    on_change(from_event(event))
             except (DockerError, OSError) as e:
                 log.warning("docker events stream lost", extra={"error": str(e)})
             finally:
@@ -231,7 +283,7 @@ class DockerExecutor:
 
     async def _find(self, task_id: str) -> Container | None:
         raw = await self.docker.containers.list(all=True, filters=json.dumps({"label": [f"{TASK_LABEL}={task_id}"]}))
-        mine = [_observe(c._container) for c in raw if c._container.get("Labels", {}).get(NODE_LABEL) in self.node_ids]
+        mine = [observed(c._container) for c in raw if c._container.get("Labels", {}).get(NODE_LABEL) in self.node_ids]
         if mine:
             self._ids[task_id] = mine[0].container_id
         return mine[0] if mine else None
@@ -241,7 +293,7 @@ class DockerExecutor:
             info = await self.docker.containers.container(cid).show()
         except DockerError as e:
             raise ExecutorError(_message(e), temporary=e.status >= 500) from e
-        return _observe(info)
+        return observed(info)
 
     async def close(self) -> None:
         if self._watch is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import signal
 import socket
@@ -104,9 +105,9 @@ def _free(host: str, port: int) -> bool:
 def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim", engine: str = "") -> Options:
     """Options for a cluster on free ports: NATS, NATS monitoring, API, then one metrics port per process."""
     base = free_ports(agents + 7)
-    return Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
-                   nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test",
-                   **({"engine": engine} if engine else {}))
+    options = Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
+                      nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test")
+    return dataclasses.replace(options, engine=engine) if engine else options
 
 
 @contextlib.asynccontextmanager

@@ -9,10 +9,9 @@ silently drop them. A `PullOptions` in a request body is ignored, as dockerd ign
 
 from __future__ import annotations
 
-from msgspec.structs import replace
-
-from schemas.service import PullOptions, Service, ServiceSpec, TaskSpec
+from schemas.service import PullOptions, Service, ServiceSpec
 from services.api.errors import InvalidParameter
+from services.kernel.redact import with_pull_options
 
 HEADER = "X-Registry-Auth"
 FROM_SPEC, FROM_PREVIOUS = "spec", "previous-spec"
@@ -22,20 +21,6 @@ def pull_options(spec: ServiceSpec | None) -> PullOptions | None:
     template = spec.task_template if spec is not None else None
     container = template.container_spec if template is not None else None
     return container.pull_options if container is not None else None
-
-
-def with_pull_options(spec: ServiceSpec, options: PullOptions | None) -> ServiceSpec:
-    template = spec.task_template
-    if template is None:
-        return spec
-    return replace(spec, task_template=task_with_pull_options(template, options))
-
-
-def task_with_pull_options(template: TaskSpec, options: PullOptions | None) -> TaskSpec:
-    container = template.container_spec
-    if container is None or container.pull_options == options:
-        return template
-    return replace(template, container_spec=replace(container, pull_options=options))
 
 
 def on_create(spec: ServiceSpec, header: str | None) -> ServiceSpec:

@@ -25,6 +25,7 @@ from services.api.routes_events import ndjson_response, stream
 from services.api.wire import bool_param, json_response
 from services.kernel.eventlog import Entry, EventLog
 from services.kernel.ids import parse_ns
+from services.kernel.redact import public_cluster, public_envelope, public_service, public_task
 from services.kernel.state import ClusterState
 
 _encoder = msgspec.json.Encoder()
@@ -76,7 +77,7 @@ async def _write(response: web.StreamResponse, entry: Entry, env: Envelope | Non
     if env is not None and not wanted(entry.subject, env):
         return
     line: dict[str, Any] = {"Seq": entry.seq, "Subject": entry.subject}
-    line.update({"Entry": env} if env is not None else {"Error": "undecodable entry"})
+    line.update({"Entry": public_envelope(env)} if env is not None else {"Error": "undecodable entry"})
     await response.write(_encoder.encode(line) + b"\n")
 
 
@@ -95,8 +96,10 @@ async def state_at(request: web.Request) -> web.Response:
 
 
 def state_document(state: ClusterState) -> dict[str, Any]:
-    return {"Seq": state.seq, "Cluster": state.cluster, "Services": list(state.services.values()),
-            "Nodes": list(state.nodes.values()), "Tasks": list(state.tasks.values())}
+    """Secrets redacted (kernel/redact.py): this is what auditors and the web view read."""
+    return {"Seq": state.seq, "Cluster": public_cluster(state.cluster) if state.cluster is not None else None,
+            "Services": [public_service(s) for s in state.services.values()],
+            "Nodes": list(state.nodes.values()), "Tasks": [public_task(t) for t in state.tasks.values()]}
 
 
 ROUTES: list[Route] = [

@@ -39,7 +39,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     eventlog = api_of(request).projection.log
     last = await eventlog.last_seq()
     since = request.headers.get("Last-Event-ID") or request.query.get("since", "")
-    start = int(since) + 1 if since.isdigit() else last + 1
+    start = int(since) + 1 if since.isascii() and since.isdigit() else last + 1
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await response.write(f"event: hello\ndata: {last}\n\n".encode())

@@ -18,6 +18,7 @@ from schemas.service import ContainerSpec, Endpoint, Service, ServiceStatus
 from schemas.task import Task, TaskState
 from services.api import modes, registry_auth
 from services.api.defaults import insert_defaults
+from services.kernel.redact import public_task
 from services.kernel.state import ClusterState
 
 MANAGER_PORT = 2377
@@ -83,8 +84,7 @@ def _desired(svc: Service, counts: Counter[tuple[TaskState, TaskState]], complet
 def task_view(task: Task) -> Task:
     if task.spec.container_spec is None:
         return replace(task, spec=replace(task.spec, container_spec=ContainerSpec()))
-    hidden = registry_auth.task_with_pull_options(task.spec, None)
-    return task if hidden is task.spec else replace(task, spec=hidden)
+    return public_task(task)
 
 
 def node_view(node: Node, self_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import msgspec
 
 from schemas.events import Envelope
 from services.audit.sentences import describe
+from services.kernel.redact import public_event
 from services.kernel.state import ClusterState
 from services.kernel.traces import TRACEPARENT
 
@@ -39,7 +40,7 @@ def line(state: ClusterState, seq: int, subject: str, env: Envelope | None,
         out.update(time="", actor="", event="", id="", text="an unreadable entry (skipped by every process)")
     else:
         out.update(time=env.time, actor=env.actor, event=type(env.event).__name__, id=env.id,
-                   text=describe(state, env), data=msgspec.to_builtins(env.event))
+                   text=describe(state, env), data=msgspec.to_builtins(public_event(env.event)))
     return _encoder.encode(out) + b"\n"
 
 

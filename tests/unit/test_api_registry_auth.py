@@ -63,3 +63,22 @@ def test_tasks_are_shown_without_credentials() -> None:
     spec = TaskSpec(container_spec=ContainerSpec(image="x", pull_options=PullOptions(registry_auth=AUTH)))
     shown = task_view(Task(id="t", spec=spec))
     assert shown.spec.container_spec is not None and shown.spec.container_spec.pull_options is None
+
+
+async def test_the_audit_views_never_show_credentials_or_join_tokens(h: Harness) -> None:
+    """The log must carry both secrets (agents pull and check joins with them); /shoal/ shows neither."""
+    response = await h.client.post("/v1.41/services/create", json=SPEC, headers={"X-Registry-Auth": AUTH})
+    assert response.status == 201, await response.text()
+    swarm = await h.call("GET", "/v1.41/swarm")
+    tokens = swarm["JoinTokens"]
+    await h.call("POST", "/v1.41/swarm/update", 200, swarm["Spec"],
+                 params={"rotateWorkerToken": "true", "version": str(swarm["Version"]["Index"])})
+    rotated = (await h.call("GET", "/v1.41/swarm"))["JoinTokens"]["Worker"]
+    assert rotated != tokens["Worker"]
+    events = await (await h.client.get("/shoal/events")).text()
+    state = await (await h.client.get("/shoal/state", params={"at": "1000"})).text()
+    now = await (await h.client.get("/shoal/state")).text()
+    for shown in (events, state, now):
+        assert AUTH not in shown and "s3cret" not in shown
+        assert all(token not in shown for token in (*tokens.values(), rotated))
+    assert "JoinTokenRotated" in events and "<redacted>" in events, "the rotation itself stays visible"

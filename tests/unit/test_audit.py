@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 
 from schemas.codec import encode
-from schemas.events import NodeUpdated, ServiceUpdated, TaskStatusChanged
+from schemas.events import ClusterCreated, JoinTokenRotated, NodeUpdated, ServiceUpdated, TaskStatusChanged
 from schemas.service import ReplicatedService, ServiceMode
 from schemas.task import Task, TaskState, TaskStatus
 from services.audit.auditor import Auditor
-from services.audit.journal import Journal, trace_id
+from services.audit.journal import Journal, line, trace_id
 from services.audit.sentences import describe
 from services.kernel.eventlog import Append
 from services.kernel.memlog import MemoryLog
@@ -42,6 +42,14 @@ def test_a_task_status_names_the_task_and_its_node() -> None:
     w.state.tasks["t1"] = Task(id="t1", service_id=web, service_name="web", slot=1, node_id="n1")
     event = TaskStatusChanged(task_id="t1", status=TaskStatus(state=TaskState.RUNNING))
     assert describe(w.state, envelope(event, actor="agent:n1")) == "task web.1 on host-n1 is running"
+
+
+def test_a_journal_line_records_that_tokens_changed_never_the_tokens() -> None:
+    w = World()
+    for event in (ClusterCreated(cluster_id="c", worker_token="SWMTKN-w", manager_token="SWMTKN-m"),
+                  JoinTokenRotated(role="worker", token="SWMTKN-new")):
+        written = line(w.state, 1, "shoal.evt.cluster", envelope(event), None).decode()
+        assert "SWMTKN" not in written and "<redacted>" in written, written
 
 
 def test_trace_id_comes_from_the_traceparent() -> None:

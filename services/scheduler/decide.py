@@ -20,13 +20,13 @@ from schemas.events import TaskAssigned, TaskPending
 from schemas.service import Service
 from schemas.task import RANK, Task, TaskState
 from services.kernel import subjects
+from services.kernel.placement import filters
+from services.kernel.placement.ask import Ask
+from services.kernel.placement.nodeinfo import NodeInfo, tally
+from services.kernel.placement.ranking import RecentFailures
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.kernel.writer import Intent
-from services.scheduler import filters
-from services.scheduler.ask import Ask
-from services.scheduler.nodeinfo import NodeInfo, tally
-from services.scheduler.ranking import RecentFailures
 from services.scheduler.spread import Tree
 
 NO_SUITABLE_NODE = "no suitable node"

@@ -13,27 +13,12 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from schemas.node import Node
-from services.scheduler import filters
-from services.scheduler.ask import Ask
-from services.scheduler.nodeinfo import NodeInfo
-from services.scheduler.ranking import Rank, rank
-
-LabelOf = Callable[[Node], str]
-
-
-def label_getter(descriptor: str) -> LabelOf | None:
-    """Only node and engine labels are honoured (prefix case-insensitive); anything else is ignored."""
-    lowered = descriptor.lower()
-    if lowered.startswith("node.labels."):
-        key = descriptor[len("node.labels."):]
-        return lambda n: (n.spec.labels or {}).get(key, "")
-    if lowered.startswith("engine.labels."):
-        key = descriptor[len("engine.labels."):]
-        return lambda n: (n.description.engine.labels or {}).get(key, "")
-    return None
+from services.kernel.placement import filters, preferences
+from services.kernel.placement.ask import Ask
+from services.kernel.placement.nodeinfo import NodeInfo
+from services.kernel.placement.ranking import Rank, rank
 
 
 class _Branch:
@@ -53,7 +38,7 @@ class Tree:
         self.ask = ask
         self.pipeline = pipeline
         self.failures = failures
-        levels = [g for d in ask.preferences if (g := label_getter(d)) is not None]
+        levels = preferences.levels(ask.preferences)
         self.root = _Branch()
         self.paths: dict[str, list[_Branch]] = {}
         for info in infos.values():

@@ -1,4 +1,5 @@
-"""What is already on a node: free resources, active tasks (per service and in total), host ports.
+"""What is already on a node: free resources (CPU, memory, generic), active tasks (per service and in
+total), host ports.
 
 Rebuilding this for every node on every pass would cost a scan of every task; instead the scheduler
 keeps one per node and recomputes only the nodes the fold marked as touched (any task event on a
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 
 from schemas.node import Node
 from schemas.task import RANK, Task, TaskState
+from services.kernel.placement.ask import Ask, published_host_ports
+from services.kernel.placement.generic import units
 from services.kernel.state import ClusterState
-from services.scheduler.ask import Ask, published_host_ports
 
 _ASSIGNED = RANK[TaskState.ASSIGNED]
 _RUNNING = RANK[TaskState.RUNNING]
@@ -26,6 +28,8 @@ class NodeInfo:
     nano_cpus: int
     """Still free: the node's total minus what its assigned..running tasks reserve."""
     memory_bytes: int
+    generic: Counter[str] = field(default_factory=Counter)
+    """Free units of each generic resource kind, counted the same way."""
     active: int = 0
     """Tasks on the node not yet stopped whose desired state is at most `complete`."""
     active_by_service: Counter[str] = field(default_factory=Counter)
@@ -34,16 +38,21 @@ class NodeInfo:
     def take(self, ask: Ask) -> None:
         self.nano_cpus -= ask.nano_cpus
         self.memory_bytes -= ask.memory_bytes
+        for kind, n in ask.generic:
+            self.generic[kind] -= n
         self.active += 1
         self.active_by_service[ask.service_id] += 1
         self.host_ports |= ask.host_ports
 
 
-def tally(state: ClusterState, node: Node) -> NodeInfo:
+def tally(state: ClusterState, node: Node, leave_out: str = "") -> NodeInfo:
+    """`leave_out`: a task id counted as if it were not on the node (to explain its own placement)."""
     resources = node.description.resources
-    info = NodeInfo(node, resources.nano_cpus, resources.memory_bytes)
+    free = Counter(dict(units(resources.generic_resources)))
+    info = NodeInfo(node, resources.nano_cpus, resources.memory_bytes, free)
     for task in state.tasks_on_node(node.id):
-        _count(info, task, state)
+        if task.id != leave_out:
+            _count(info, task, state)
     return info
 
 
@@ -59,4 +68,6 @@ def _count(info: NodeInfo, task: Task, state: ClusterState) -> None:
         if reservations is not None:
             info.nano_cpus -= reservations.nano_cpus or 0
             info.memory_bytes -= reservations.memory_bytes or 0
+            for kind, n in units(reservations.generic_resources):
+                info.generic[kind] -= n
         info.host_ports |= published_host_ports(state.services.get(task.service_id))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from schemas.service import Platform, Service
 from schemas.task import Task
 from services.kernel import constraints
+from services.kernel.placement import generic
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,8 @@ class Ask:
     service_id: str
     nano_cpus: int = 0
     memory_bytes: int = 0
+    generic: generic.Units = ()
+    """Units of generic resources reserved, per kind."""
     constraints: tuple[constraints.Constraint, ...] = ()
     platforms: tuple[Platform, ...] = ()
     host_ports: frozenset[tuple[str, int]] = frozenset()
@@ -31,6 +34,7 @@ class Ask:
             service_id=task.service_id,
             nano_cpus=(reservations.nano_cpus or 0) if reservations else 0,
             memory_bytes=(reservations.memory_bytes or 0) if reservations else 0,
+            generic=generic.units(reservations.generic_resources) if reservations else (),
             constraints=_constraints(placement.constraints if placement else None),
             platforms=tuple(placement.platforms or ()) if placement else (),
             host_ports=published_host_ports(service),

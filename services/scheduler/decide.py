@@ -22,7 +22,7 @@ from schemas.task import RANK, Task, TaskState
 from services.kernel import subjects
 from services.kernel.placement import filters
 from services.kernel.placement.ask import Ask
-from services.kernel.placement.nodeinfo import NodeInfo, tally
+from services.kernel.placement.nodeinfo import NodeInfo, refresh
 from services.kernel.placement.ranking import RecentFailures
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
@@ -55,7 +55,7 @@ class Placement:
         event = TaskAssigned(task=msgspec.structs.replace(task, node_id=node_id), node_id=node_id)
         self.decision.intents.append(Intent(event, expect_seq=task.version.index,
                                             expect_subject=subjects.task_all(task.id)))
-        info.take(ask)
+        info.take(ask, task.id)
 
     def explain_unplaced(self) -> None:
         """Why each leftover waits, judged once every placement of the pass is counted, so the next
@@ -149,7 +149,7 @@ class Scheduler:
             if node is None:
                 self.infos.pop(node_id, None)
             else:
-                self.infos[node_id] = tally(state, node)
+                self.infos[node_id] = refresh(self.infos.get(node_id), state, node)
         self.failures.note(state, services, now_ns)
         candidates = services | set(self.waiting)
         result = place(state, candidates, self.infos, self.failures)

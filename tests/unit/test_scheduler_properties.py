@@ -3,7 +3,8 @@ from the touched sets as the real loop does:
 - no assignment violates a filter: reservations (CPU, memory, generic resources) fit the node,
   constraints hold, MaxReplicas holds, the node was ready and active;
 - nothing that could be placed is left waiting (one pass places all it can);
-- deciding again after applying a decision proposes nothing.
+- deciding again after applying a decision proposes nothing;
+- the node tallies the scheduler keeps incrementally equal a fresh count.
 """
 
 from __future__ import annotations
@@ -146,6 +147,15 @@ def check_nothing_placeable_left(w: World) -> None:
             assert t.status.state == TaskState.PENDING and t.status.err
 
 
+def check_tallies_are_exact(w: World, scheduler: Scheduler) -> None:
+    """What the scheduler keeps up to date incrementally equals a fresh count of the log's state."""
+    for node_id, kept in scheduler.infos.items():
+        fresh = tally(w.state, w.state.nodes[node_id])
+        assert (kept.nano_cpus, kept.memory_bytes, +kept.generic, kept.active, +kept.active_by_service,
+                kept.host_ports) == (fresh.nano_cpus, fresh.memory_bytes, +fresh.generic, fresh.active,
+                                     +fresh.active_by_service, fresh.host_ports), node_id
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nodes=st.lists(node_specs, max_size=5), services=st.lists(service_specs, max_size=4), plan=changes)
 def test_assignments_respect_every_filter_and_leave_nothing_placeable(
@@ -165,4 +175,5 @@ def test_assignments_respect_every_filter_and_leave_nothing_placeable(
         schedule_touched(w, scheduler)
         check_assignments(w)
         check_nothing_placeable_left(w)
+        check_tallies_are_exact(w, scheduler)
         assert schedule_touched(w, scheduler) == 0

@@ -52,10 +52,15 @@ def _constraints(exprs: list[str] | None) -> tuple[constraints.Constraint, ...]:
         return ()
 
 
+_NO_PORTS: frozenset[tuple[str, int]] = frozenset()
+
+
 def published_host_ports(service: Service | None) -> frozenset[tuple[str, int]]:
     endpoint = service.spec.endpoint_spec if service is not None else None
+    if endpoint is None or not endpoint.ports:
+        return _NO_PORTS
     return frozenset(
         ((p.protocol or "tcp").lower(), p.published_port)
-        for p in (endpoint.ports or () if endpoint else ())
+        for p in endpoint.ports
         if p.publish_mode == "host" and p.published_port
     )

@@ -64,7 +64,7 @@ def _platform(ask: Ask, info: NodeInfo) -> bool:
 
 
 def _ports_free(ask: Ask, info: NodeInfo) -> bool:
-    return not (ask.host_ports & info.host_ports)
+    return not any(p in info.host_ports for p in ask.host_ports)
 
 
 def _below_max(ask: Ask, info: NodeInfo) -> bool:
@@ -93,7 +93,7 @@ def _why_platform(ask: Ask, info: NodeInfo) -> str:
 
 
 def _why_ports(ask: Ask, info: NodeInfo) -> str:
-    taken = sorted(ask.host_ports & info.host_ports)
+    taken = sorted(p for p in ask.host_ports if p in info.host_ports)
     return "host ports in use: " + ", ".join(f"{port}/{proto}" for proto, port in taken)
 
 

@@ -20,6 +20,8 @@ Units = tuple[tuple[str, int], ...]
 
 def units(resources: Iterable[GenericResource] | None) -> Units:
     """Counts per kind: a named resource is one unit, a discrete one its value (never below zero)."""
+    if not resources:
+        return ()
     total: Counter[str] = Counter()
     for r in resources or ():
         if r.named_resource_spec is not None:

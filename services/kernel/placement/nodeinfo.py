@@ -104,14 +104,15 @@ def refresh(info: NodeInfo | None, state: ClusterState, node: Node) -> NodeInfo:
         return tally(state, node)
     info.node = node
     ids = state.tasks_by_node.get(node.id, ())
-    for gone in [t for t in info.held if t not in ids]:
-        info._release(gone)
-    tasks = state.tasks
+    tasks, held = state.tasks, info.held
     for task_id in ids:
         task = tasks[task_id]
-        seen = info.held.get(task_id)
+        seen = held.get(task_id)
         if seen is None or seen[0] != task.version.index:
             info._hold(task_id, task.version.index, usage(task, state))
+    if len(held) > len(ids):  # every task on the node is held now: the rest left it
+        for gone in [t for t in held if t not in ids]:
+            info._release(gone)
     return info
 
 

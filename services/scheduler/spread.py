@@ -41,6 +41,10 @@ class Tree:
         levels = preferences.levels(ask.preferences)
         self.root = _Branch()
         self.paths: dict[str, list[_Branch]] = {}
+        if not levels:  # plain spread, the common case: one leaf, no branch counts to keep
+            self.root.heap = [self._rank(i) for i in infos.values() if filters.rejection(pipeline, ask, i) is None]
+            heapq.heapify(self.root.heap)
+            return
         for info in infos.values():
             path = [self.root]
             for label_of in levels:
@@ -62,7 +66,7 @@ class Tree:
 
     def took(self, info: NodeInfo) -> None:
         """Record a task placed on `info` (whose tally the caller has already updated)."""
-        path = self.paths[info.node.id]
+        path = self.paths.get(info.node.id) or [self.root]
         for branch in path:
             branch.count += 1
         heapq.heappush(path[-1].heap, self._rank(info))

@@ -14,7 +14,9 @@ from schemas.service import (
     TaskSpec,
 )
 from schemas.task import TaskState
+from services.api.app import ALL_ROUTES
 from services.api.explain import Explanation, NodeVerdict, explain
+from services.api.openapi import document
 from services.scheduler.decide import Scheduler
 from tests.world import GIB, World
 
@@ -110,3 +112,13 @@ def test_the_wire_shape_is_the_contract() -> None:
     assert list(doc["Nodes"][0]) == ["NodeID", "Hostname", "Eligible", "Filter", "Reason", "Rank", "Score", "Chosen"]
     assert doc["Nodes"][0]["Score"] == {"ServiceTasks": 0, "TotalTasks": 0, "RecentFailures": 0}
     assert doc["Nodes"][0]["Rank"] == 1 and doc["Nodes"][0]["Filter"] == ""
+
+
+def test_the_openapi_document_describes_the_endpoint() -> None:
+    doc = document(ALL_ROUTES)
+    operation = doc["paths"]["/shoal/tasks/{id}/explain"]["get"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Explanation"}
+    assert "404" in operation["responses"]
+    node = doc["components"]["schemas"]["NodeVerdict"]["properties"]
+    assert list(node) == ["NodeID", "Hostname", "Eligible", "Filter", "Reason", "Rank", "Score", "Chosen"]

@@ -84,10 +84,11 @@ def service_spec(i: int, replicas: int, zones: int) -> ServiceSpec:
                        task_template=template)
 
 
-def agent_spec(options: Options, i: int, nodes: int) -> ProcessSpec:
+def agent_spec(options: Options, i: int, nodes: int, heartbeat_s: float) -> ProcessSpec:
     argv = (options.python, "-m", "services.agent", "--nats", options.nats_url, "--metrics-addr", "127.0.0.1:0",
             "--log-level", options.log_level, "--executor", "sim", "--nodes", str(nodes),
-            "--state-dir", str(options.agent_dir(i)), "--hostname", f"sim{i}", "--labels", f"zone=z{i - 1}")
+            "--state-dir", str(options.agent_dir(i)), "--hostname", f"sim{i}", "--labels", f"zone=z{i - 1}",
+            "--heartbeat", str(heartbeat_s))
     return ProcessSpec(f"agent-{i}", argv, STOP_AGENTS)
 
 
@@ -98,13 +99,13 @@ class System:
 
 
 @contextlib.asynccontextmanager
-async def system(state_dir: Path, agents: int, nodes: int, nats_sync: str) -> AsyncIterator[System]:
+async def system(state_dir: Path, agents: int, nodes: int, nats_sync: str, heartbeat_s: float) -> AsyncIterator[System]:
     base = free_ports(6)
     options = Options(state_dir=state_dir, agents=0, executor="sim", api_addr=f"127.0.0.1:{base + 2}",
                       nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, nats_sync=nats_sync)
     prepare(options)
     per_agent = [nodes // agents + (1 if i < nodes % agents else 0) for i in range(agents)]
-    specs = plan(options) + [agent_spec(options, i + 1, n) for i, n in enumerate(per_agent)]
+    specs = plan(options) + [agent_spec(options, i + 1, n, heartbeat_s) for i, n in enumerate(per_agent)]
     for i in range(agents):
         options.agent_dir(i + 1).mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(specs, options.log_dir, backoff=Backoff(initial_s=0.5, max_s=5.0), stop_timeout_s=30)
@@ -250,7 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     specs = [service_spec(i, args.replicas, args.agents) for i in range(services)]
     total = services * args.replicas
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        async with system(Path(tmp), args.agents, args.nodes, args.nats_sync) as sys_:
+        async with system(Path(tmp), args.agents, args.nodes, args.nats_sync, args.heartbeat) as sys_:
             sup, api = sys_.supervisor, sys_.options.api_url
             timeout = aiohttp.ClientTimeout(total=600)
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -276,7 +277,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     window_s = (last_assigned - min(times.assigned.values())) / 1e9
     return {
         "nodes": args.nodes, "tasks": total, "services": services, "agents": args.agents,
-        "nats_sync": args.nats_sync, "events": times.events,
+        "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "events": times.events,
+        "tasks_created": len(times.created),
         "creates_s": round(created_s, 2), "create_retries": retries,
         "all_assigned_s": round(all_assigned_s, 2),
         "all_running_s": round((max(times.running.values()) - t0) / 1e9, 2),
@@ -296,6 +298,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=4, help="sim agent processes hosting the nodes")
     parser.add_argument("--concurrency", type=int, default=8, help="creates in flight at once")
     parser.add_argument("--nats-sync", default="2m", help="JetStream sync_interval (shoal up uses `always`)")
+    parser.add_argument("--heartbeat", type=float, default=5.0,
+                        help="agents' heartbeat period (Swarm's default 5 s; a node is down after 3 missed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all running")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
     args = parser.parse_args()

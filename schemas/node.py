@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from schemas.base import Labels, Record, Version, Wire
-from schemas.service import Platform
+from schemas.service import GenericResource, Platform
 
 
 class NodeSpec(Record):
@@ -20,6 +20,8 @@ class NodeSpec(Record):
 class NodeResources(Record):
     nano_cpus: int = msgspec.field(default=0, name="NanoCPUs")
     memory_bytes: int = 0
+    generic_resources: list[GenericResource] | None = None
+    """What the agent advertises (`--generic-resource gpu=2`, dockerd's `--node-generic-resource`)."""
 
 
 class EngineDescription(Wire):

@@ -63,10 +63,31 @@ class ResourceLimits(Wire):
     pids: int | None = None
 
 
+class NamedResourceSpec(Wire):
+    """One identified unit of a kind (`gpu=GPU-4f2a`): a node advertises it, a task never asks for one by name."""
+
+    kind: str = ""
+    value: str = ""
+
+
+class DiscreteResourceSpec(Wire):
+    """A count of a kind (`gpu=2`): what a node has of it, or what a task reserves."""
+
+    kind: str = ""
+    value: int = 0
+
+
+class GenericResource(Wire):
+    """Docker's `GenericResources` item: exactly one of the two specs is set."""
+
+    named_resource_spec: NamedResourceSpec | None = None
+    discrete_resource_spec: DiscreteResourceSpec | None = None
+
+
 class ResourceReservations(Wire):
     nano_cpus: int | None = msgspec.field(default=None, name="NanoCPUs")
     memory_bytes: int | None = None
-    generic_resources: list[dict[str, Any]] | None = None
+    generic_resources: list[GenericResource] | None = None
 
 
 class Resources(Wire):

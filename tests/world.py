@@ -39,6 +39,7 @@ from schemas.service import Platform as PlatformSpec
 from schemas.task import Task, TaskState, TaskStatus
 from services.kernel.fold import apply
 from services.kernel.ids import format_ns
+from services.kernel.placement import generic as generic_resources
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
 from services.orchestrator.decide import Settings, decider
@@ -78,11 +79,13 @@ class World:
 
     def node(self, node_id: str, *, cpus: float = 4, memory: int = 8 * GIB, labels: dict[str, str] | None = None,
              engine_labels: dict[str, str] | None = None, role: str = "worker", availability: str = "active",
-             os: str = "linux", arch: str = "x86_64", addr: str = "10.0.0.1") -> str:
+             os: str = "linux", arch: str = "x86_64", addr: str = "10.0.0.1", generic: Iterable[str] = ()) -> str:
+        """`generic`: advertised generic resources as the agent's flag spells them (`gpu=2`, `gpu=GPU-0`)."""
         description = NodeDescription(
             hostname=f"host-{node_id}",
             platform=PlatformSpec(os=os, architecture=arch),
-            resources=NodeResources(nano_cpus=int(cpus * SECOND), memory_bytes=memory),
+            resources=NodeResources(nano_cpus=int(cpus * SECOND), memory_bytes=memory,
+                                    generic_resources=generic_resources.parse(generic) or None),
             engine=EngineDescription(labels=engine_labels),
         )
         spec = NodeSpec(labels=labels, role=role, availability=availability)

@@ -10,6 +10,7 @@ from pathlib import Path
 import platformdirs
 
 from services.kernel.config import env
+from services.kernel.placement import generic
 
 EXECUTORS = ("process", "sim", "docker")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -35,6 +36,19 @@ def memory_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a memory size: {text!r}") from None
 
 
+def generic_resource(text: str) -> str:
+    """One `kind=value` item, checked now so a typo stops the agent before it joins."""
+    try:
+        generic.parse([text])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip()
+
+
+def _generic_from_env() -> list[str]:
+    return [generic_resource(i) for i in env("SHOAL_AGENT_GENERIC_RESOURCES", "").split(",") if i.strip()]
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     default_dir = Path(platformdirs.user_data_dir("shoal")) / "agent"
     parser.add_argument("--state-dir", type=Path, default=Path(env("SHOAL_AGENT_STATE_DIR", str(default_dir))),
@@ -56,6 +70,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "(env SHOAL_JOIN_TOKEN_FILE)")
     parser.add_argument("--labels", type=labels, default=labels(env("SHOAL_AGENT_LABELS", "")),
                         help="node labels k=v,... on first join (env SHOAL_AGENT_LABELS)")
+    parser.add_argument("--generic-resource", dest="generic_resources", action="append", type=generic_resource,
+                        help="advertise a generic resource, repeatable: kind=count (gpu=2) or kind=name "
+                             "(gpu=GPU-4f2a, one unit each), as dockerd's --node-generic-resource; for every "
+                             "sim node of this process (env SHOAL_AGENT_GENERIC_RESOURCES, comma-separated)")
     parser.add_argument("--heartbeat", type=float, default=float(env("SHOAL_HEARTBEAT", "1.0")),
                         help="seconds between heartbeats (env SHOAL_HEARTBEAT)")
     parser.add_argument("--nodes", type=int, default=int(env("SHOAL_SIM_NODES", "1")),
@@ -91,6 +109,8 @@ class AgentConfig:
     token: str = ""
     """Needed only for a node's first join: a node already in the log rejoins without one."""
     token_file: Path | None = None
+    generic_resources: tuple[str, ...] = ()
+    """Advertised on every node of this agent (`kind=count` or `kind=name`), over what the engine reports."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:
@@ -105,6 +125,8 @@ class AgentConfig:
             token=args.token,
             token_file=args.token_file,
             labels=args.labels,
+            generic_resources=tuple(args.generic_resources if args.generic_resources is not None
+                                    else _generic_from_env()),
             heartbeat_s=args.heartbeat,
             nodes=args.nodes,
             sim_start_latency_s=args.sim_start_latency,

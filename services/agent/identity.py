@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from schemas.node import EngineDescription, NodeDescription, NodeResources, NodeSpec
-from schemas.service import Platform
+from schemas.service import GenericResource, Platform
 from services.agent.config import AgentConfig
 from services.kernel.ids import new_id
+from services.kernel.placement import generic
 
 NODE_ID_FILE = "node-id"
 
@@ -61,9 +64,18 @@ def engine_description(info: dict[str, Any], hostname: str) -> NodeDescription:
         hostname=hostname or str(info.get("Name", "")),
         platform=Platform(architecture=str(info.get("Architecture", "")), os=str(info.get("OSType", ""))),
         resources=NodeResources(nano_cpus=int(info.get("NCPU", 0)) * 1_000_000_000,
-                                memory_bytes=int(info.get("MemTotal", 0))),
+                                memory_bytes=int(info.get("MemTotal", 0)),
+                                generic_resources=_engine_generic(info.get("GenericResources"))),
         engine=EngineDescription(engine_version=str(info.get("ServerVersion", "")), labels=labels or None),
     )
+
+
+def _engine_generic(raw: object) -> list[GenericResource] | None:
+    """dockerd's `--node-generic-resource`s; a shape this version does not know is ignored, not fatal."""
+    try:
+        return msgspec.convert(raw or [], list[GenericResource]) or None
+    except msgspec.ValidationError:
+        return None
 
 
 def identities(config: AgentConfig, engine_info: dict[str, Any] | None = None) -> list[Identity]:
@@ -75,10 +87,14 @@ def identities(config: AgentConfig, engine_info: dict[str, Any] | None = None) -
     spec = NodeSpec(labels=config.labels or None)
     engine = EngineDescription(engine_version=f"shoal-{config.executor}")
     plat = Platform(architecture=platform.machine(), os=platform.system().lower())
+    advertised = generic.parse(config.generic_resources) or None
     out = []
     for i, node_id in enumerate(ids, start=1):
         hostname = config.hostname if len(ids) == 1 else f"{config.hostname}-{i}"
         description = (engine_description(engine_info, hostname) if engine_info is not None else
                        NodeDescription(hostname=hostname, platform=plat, resources=resources, engine=engine))
+        if advertised is not None:
+            description = msgspec.structs.replace(description, resources=msgspec.structs.replace(
+                description.resources, generic_resources=advertised))
         out.append(Identity(node_id=node_id, spec=spec, description=description, addr=config.addr))
     return out

@@ -20,6 +20,7 @@ from services.api.context import API, Api
 from services.api.errors import ApiError, error_response
 from services.api.openapi import document
 from services.api.routes import Route
+from services.api.routes_explain import ROUTES as EXPLAIN_ROUTES
 from services.api.routes_ui import add_routes as add_ui_routes
 from services.api.system import VERSION
 from services.api.telemetry import telemetry_middleware
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ROUTES: list[Route] = [
     *routes_system.ROUTES, *routes_services.ROUTES, *routes_tasks.ROUTES, *routes_nodes.ROUTES,
     *routes_events.ROUTES, *routes_shoal.ROUTES,
+    *EXPLAIN_ROUTES,
 ]
 
 

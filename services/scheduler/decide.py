@@ -20,14 +20,20 @@ from schemas.events import TaskAssigned, TaskPending
 from schemas.service import Service
 from schemas.task import RANK, Task, TaskState
 from services.kernel import subjects
+from services.kernel.placement import filters
+from services.kernel.placement.ask import Ask
+from services.kernel.placement.nodeinfo import NodeInfo, refresh
+from services.kernel.placement.ranking import RecentFailures
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.kernel.writer import Intent
-from services.scheduler import filters
-from services.scheduler.ask import Ask
-from services.scheduler.nodeinfo import NodeInfo, tally
-from services.scheduler.ranking import RecentFailures
 from services.scheduler.spread import Tree
+
+PASS_BUDGET = 1000
+"""Placements per pass at most. A pass is appended as one pipelined burst and the next pass waits
+until the scheduler sees its own writes: 100,000 tasks in one pass would hold the event loop for
+seconds, overflow the append window and delay every task to the end of the burst. Services past the
+budget are deferred (first in line next pass), not reported pending."""
 
 NO_SUITABLE_NODE = "no suitable node"
 NO_NODES = "no_nodes"
@@ -49,13 +55,17 @@ class Placement:
     waiting: dict[str, Counter[str]] = field(default_factory=dict)
     """Per service, the tasks left waiting by reason (the filter that rejected the most nodes)."""
     unplaced: list[_Unplaced] = field(default_factory=list)
+    placed: int = 0
+    deferred: list[str] = field(default_factory=list)
+    """Services left for the next pass because the pass's budget ran out: neither placed nor pending."""
 
     def assign(self, task: Task, info: NodeInfo, ask: Ask) -> None:
+        self.placed += 1
         node_id = info.node.id
         event = TaskAssigned(task=msgspec.structs.replace(task, node_id=node_id), node_id=node_id)
         self.decision.intents.append(Intent(event, expect_seq=task.version.index,
                                             expect_subject=subjects.task_all(task.id)))
-        info.take(ask)
+        info.take(ask, task.id)
 
     def explain_unplaced(self) -> None:
         """Why each leftover waits, judged once every placement of the pass is counted, so the next
@@ -86,25 +96,42 @@ def is_waiting(task: Task) -> bool:
     return unplaced and RANK[task.desired_state] <= RANK[TaskState.COMPLETE]
 
 
-def place(state: ClusterState, service_ids: set[str], infos: dict[str, NodeInfo],
-          failures: RecentFailures) -> Placement:
+def place(state: ClusterState, service_ids: Sequence[str], infos: dict[str, NodeInfo],
+          failures: RecentFailures, budget: int | None = None) -> Placement:
+    """Services in the given order; after `budget` placements the rest are deferred, untouched."""
     out = Placement()
-    for service_id in sorted(service_ids):
+    for n, service_id in enumerate(service_ids):
         service = state.services.get(service_id)
         if service is None:
             continue  # removed: its tasks are the orchestrator's to delete, never placed
-        waiting = sorted((t for t in state.tasks_of_service(service_id) if is_waiting(t)),
-                         key=lambda t: (t.slot, t.created_at, t.id))
-        groups: dict[int, list[Task]] = {}
-        for task in waiting:
-            if task.node_id:
-                _confirm(service, task, infos, out)
-            else:
-                groups.setdefault(task.spec_version.index, []).append(task)
-        for version, group in sorted(groups.items()):
-            _place_group(service, group, infos, failures.on_nodes(service_id, version), out)
+        if not _place_service(service, state, infos, failures, out, budget):
+            out.deferred = list(service_ids[n:])
+            break
     out.explain_unplaced()
     return out
+
+
+def _place_service(service: Service, state: ClusterState, infos: dict[str, NodeInfo], failures: RecentFailures,
+                   out: Placement, budget: int | None) -> bool:
+    """False when the budget ran out before every waiting task of the service was considered."""
+    waiting = sorted((t for t in state.tasks_of_service(service.id) if is_waiting(t)),
+                     key=lambda t: (t.slot, t.created_at, t.id))
+    if budget is not None and waiting and out.placed >= budget:
+        return False
+    groups: dict[int, list[Task]] = {}
+    for task in waiting:
+        if task.node_id:
+            _confirm(service, task, infos, out)
+        else:
+            groups.setdefault(task.spec_version.index, []).append(task)
+    for version, group in sorted(groups.items()):
+        left = len(group) if budget is None else budget - out.placed
+        if left <= 0:
+            return False
+        _place_group(service, group[:left], infos, failures.on_nodes(service.id, version), out)
+        if left < len(group):
+            return False
+    return True
 
 
 def _confirm(service: Service, task: Task, infos: dict[str, NodeInfo], out: Placement) -> None:
@@ -139,10 +166,12 @@ def _place_group(service: Service, group: list[Task], infos: dict[str, NodeInfo]
 class Scheduler:
     """The scheduler's `Decide`: `place` plus what it remembers between passes (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = PASS_BUDGET) -> None:
         self.infos: dict[str, NodeInfo] = {}
         self.waiting: dict[str, Counter[str]] = {}
+        self.deferred: list[str] = []
         self.failures = RecentFailures()
+        self.budget = budget
 
     def __call__(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
         for node_id in nodes:
@@ -150,13 +179,17 @@ class Scheduler:
             if node is None:
                 self.infos.pop(node_id, None)
             else:
-                self.infos[node_id] = tally(state, node)
+                self.infos[node_id] = refresh(self.infos.get(node_id), state, node)
         self.failures.note(state, services, now_ns)
-        candidates = services | set(self.waiting)
-        result = place(state, candidates, self.infos, self.failures)
-        for service_id in candidates:
-            self.waiting.pop(service_id, None)
+        first = self.deferred
+        candidates = (services | set(self.waiting)) - set(first)
+        result = place(state, [*first, *sorted(candidates)], self.infos, self.failures, self.budget)
+        deferred = set(result.deferred)
+        for service_id in (*first, *candidates):
+            if service_id not in deferred:
+                self.waiting.pop(service_id, None)
         self.waiting.update(result.waiting)
+        self.deferred = result.deferred
         return result.decision
 
     def pending(self) -> Counter[str]:

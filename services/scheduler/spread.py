@@ -13,27 +13,12 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from schemas.node import Node
-from services.scheduler import filters
-from services.scheduler.ask import Ask
-from services.scheduler.nodeinfo import NodeInfo
-from services.scheduler.ranking import Rank, rank
-
-LabelOf = Callable[[Node], str]
-
-
-def label_getter(descriptor: str) -> LabelOf | None:
-    """Only node and engine labels are honoured (prefix case-insensitive); anything else is ignored."""
-    lowered = descriptor.lower()
-    if lowered.startswith("node.labels."):
-        key = descriptor[len("node.labels."):]
-        return lambda n: (n.spec.labels or {}).get(key, "")
-    if lowered.startswith("engine.labels."):
-        key = descriptor[len("engine.labels."):]
-        return lambda n: (n.description.engine.labels or {}).get(key, "")
-    return None
+from services.kernel.placement import filters, preferences
+from services.kernel.placement.ask import Ask
+from services.kernel.placement.nodeinfo import NodeInfo
+from services.kernel.placement.ranking import Rank, rank
 
 
 class _Branch:
@@ -53,9 +38,13 @@ class Tree:
         self.ask = ask
         self.pipeline = pipeline
         self.failures = failures
-        levels = [g for d in ask.preferences if (g := label_getter(d)) is not None]
+        levels = preferences.levels(ask.preferences)
         self.root = _Branch()
         self.paths: dict[str, list[_Branch]] = {}
+        if not levels:  # plain spread, the common case: one leaf, no branch counts to keep
+            self.root.heap = [self._rank(i) for i in infos.values() if filters.rejection(pipeline, ask, i) is None]
+            heapq.heapify(self.root.heap)
+            return
         for info in infos.values():
             path = [self.root]
             for label_of in levels:
@@ -77,7 +66,7 @@ class Tree:
 
     def took(self, info: NodeInfo) -> None:
         """Record a task placed on `info` (whose tally the caller has already updated)."""
-        path = self.paths[info.node.id]
+        path = self.paths.get(info.node.id) or [self.root]
         for branch in path:
             branch.count += 1
         heapq.heappush(path[-1].heap, self._rank(info))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.agent.config import AgentConfig, add_args, labels, memory_bytes
-from services.agent.identity import identities, node_ids
+from services.agent.identity import engine_description, identities, node_ids
+from services.kernel.placement import generic
 
 
 def parse(*argv: str) -> AgentConfig:
@@ -77,3 +78,27 @@ def test_identities_describe_the_machine_or_the_simulation(tmp_path: Path) -> No
     assert sims[0].description.resources.nano_cpus == 500_000_000
     assert sims[0].description.resources.memory_bytes == 1 << 30
     assert sims[0].description.engine.engine_version == "shoal-sim" and sims[0].spec.labels == {"a": "1"}
+
+
+def test_generic_resources_are_advertised_on_every_sim_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = parse("--state-dir", str(tmp_path), "--executor", "sim", "--nodes", "2",
+                   "--generic-resource", "gpu=2", "--generic-resource", "fpga=F-1")
+    assert config.generic_resources == ("gpu=2", "fpga=F-1")
+    for identity in identities(config):
+        assert generic.units(identity.description.resources.generic_resources) == (("fpga", 1), ("gpu", 2))
+    monkeypatch.setenv("SHOAL_AGENT_GENERIC_RESOURCES", "ssd=3, gpu=1")
+    assert parse("--state-dir", str(tmp_path)).generic_resources == ("ssd=3", "gpu=1")
+    assert parse("--state-dir", str(tmp_path), "--generic-resource", "gpu=4").generic_resources == ("gpu=4",)
+    assert parse("--state-dir", str(tmp_path), "--executor", "sim").generic_resources == ("ssd=3", "gpu=1")
+
+
+def test_a_malformed_generic_resource_stops_the_agent(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse("--state-dir", str(tmp_path), "--generic-resource", "gpu")
+
+
+def test_a_docker_engines_node_generic_resources_are_the_nodes() -> None:
+    info = {"GenericResources": [{"DiscreteResourceSpec": {"Kind": "gpu", "Value": 2}},
+                                 {"NamedResourceSpec": {"Kind": "fpga", "Value": "F-1"}}]}
+    assert generic.units(engine_description(info, "h").resources.generic_resources) == (("fpga", 1), ("gpu", 2))
+    assert engine_description({"GenericResources": "not a list"}, "h").resources.generic_resources is None

@@ -441,3 +441,19 @@ def test_only_label_descriptors_are_honoured() -> None:
     w.apply(w.orchestrate())
     schedule(w)
     assert placed_on(w, sid) == ["a1", "a2", "b1"]
+
+
+def test_a_pass_places_at_most_its_budget_and_the_rest_first_next_pass_without_a_pending_reason() -> None:
+    w = World()
+    w.node("n1")
+    a = with_service(w, replicas=2, name="a")
+    b = with_service(w, replicas=2, name="b")
+    scheduler = Scheduler(budget=3)
+    first = schedule(w, scheduler)
+    assert [s[0] for s in first] == ["assigned"] * 3
+    assert scheduler.deferred == [b] and not scheduler.pending()
+    assert [t.status.err for t in w.tasks(b) if not t.node_id] == [None]  # deferred, not unplaceable
+    second = schedule(w, scheduler, services=set(), nodes=set())  # nothing changed: the deferred go on
+    assert [s[0] for s in second] == ["assigned"]
+    assert placed_on(w, a) == ["n1", "n1"] and placed_on(w, b) == ["n1", "n1"]
+    assert scheduler.deferred == []

@@ -1,9 +1,10 @@
 """Invariants of the scheduler under random clusters and changes (hypothesis), deciding incrementally
 from the touched sets as the real loop does:
-- no assignment violates a filter: reservations fit the node, constraints hold, MaxReplicas holds,
-  the node was ready and active;
+- no assignment violates a filter: reservations (CPU, memory, generic resources) fit the node,
+  constraints hold, MaxReplicas holds, the node was ready and active;
 - nothing that could be placed is left waiting (one pass places all it can);
-- deciding again after applying a decision proposes nothing.
+- deciding again after applying a decision proposes nothing;
+- the node tallies the scheduler keeps incrementally equal a fresh count.
 """
 
 from __future__ import annotations
@@ -13,13 +14,23 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.service import Placement, PlacementPreference, ResourceReservations, Resources, SpreadOver, TaskSpec
+from schemas.service import (
+    DiscreteResourceSpec,
+    GenericResource,
+    Placement,
+    PlacementPreference,
+    ResourceReservations,
+    Resources,
+    SpreadOver,
+    TaskSpec,
+)
 from schemas.task import RANK, TaskState
 from services.kernel.constraints import match_all, parse_all
-from services.scheduler import filters
-from services.scheduler.ask import Ask
+from services.kernel.placement import filters
+from services.kernel.placement.ask import Ask
+from services.kernel.placement.generic import units
+from services.kernel.placement.nodeinfo import tally
 from services.scheduler.decide import Scheduler, is_waiting
-from services.scheduler.nodeinfo import tally
 from tests.world import GIB, SECOND, World
 
 ZONES = ("eu", "us")
@@ -30,6 +41,8 @@ node_specs = st.fixed_dictionaries({
     "zone": st.sampled_from(ZONES),
     "availability": st.sampled_from(["active", "active", "active", "drain", "pause"]),
     "down": st.booleans(),
+    "gpus": st.integers(0, 3),
+    "named": st.booleans(),
 })
 service_specs = st.fixed_dictionaries({
     "replicas": st.integers(0, 6),
@@ -38,6 +51,7 @@ service_specs = st.fixed_dictionaries({
     "zone": st.sampled_from([None, *ZONES]),
     "max_replicas": st.sampled_from([None, 1, 2]),
     "spread": st.booleans(),
+    "gpus": st.sampled_from([0, 0, 1, 2]),
 })
 changes = st.lists(st.tuples(st.sampled_from(["fail", "finish", "scale", "join"]), st.integers(0, 20)), max_size=12)
 
@@ -46,7 +60,8 @@ def make_service(w: World, i: int, spec: dict[str, object]) -> str:
     zone = spec["zone"]
     template = TaskSpec(
         resources=Resources(reservations=ResourceReservations(nano_cpus=int(float(spec["cpus"]) * SECOND),  # type: ignore[arg-type]
-                                                              memory_bytes=int(spec["memory"]) * GIB)),  # type: ignore[call-overload]
+                                                              memory_bytes=int(spec["memory"]) * GIB,  # type: ignore[call-overload]
+                                                              generic_resources=gpus(int(spec["gpus"])))),  # type: ignore[call-overload]
         placement=Placement(constraints=[f"node.labels.zone=={zone}"] if zone else None,
                             max_replicas=spec["max_replicas"],  # type: ignore[arg-type]
                             preferences=[PlacementPreference(spread=SpreadOver(spread_descriptor="node.labels.zone"))]
@@ -55,9 +70,16 @@ def make_service(w: World, i: int, spec: dict[str, object]) -> str:
     return w.service(f"s{i}", replicas=int(spec["replicas"]), template=template)  # type: ignore[call-overload]
 
 
+def gpus(n: int) -> list[GenericResource] | None:
+    return [GenericResource(discrete_resource_spec=DiscreteResourceSpec(kind="gpu", value=n))] if n else None
+
+
 def make_node(w: World, i: int, spec: dict[str, object]) -> None:
+    """Half the nodes name their GPUs (one unit each), the others advertise a count."""
+    count = int(spec.get("gpus", 0))  # type: ignore[call-overload]
+    advertised = [f"gpu=GPU-{g}" for g in range(count)] if spec.get("named") else [f"gpu={count}"] if count else []
     node_id = w.node(f"n{i}", cpus=int(spec["cpus"]), memory=int(spec["memory"]) * GIB,  # type: ignore[call-overload]
-                     labels={"zone": str(spec["zone"])}, availability=str(spec["availability"]))
+                     labels={"zone": str(spec["zone"])}, availability=str(spec["availability"]), generic=advertised)
     if spec["down"]:
         w.node_status(node_id, "down")
 
@@ -89,6 +111,7 @@ def schedule_touched(w: World, scheduler: Scheduler) -> int:
 def check_assignments(w: World) -> None:
     cpus: defaultdict[str, int] = defaultdict(int)
     memory: defaultdict[str, int] = defaultdict(int)
+    gpu: defaultdict[str, int] = defaultdict(int)
     per_service: defaultdict[tuple[str, str], int] = defaultdict(int)
     for t in w.tasks():
         if not t.node_id or RANK[t.status.state] > RANK[TaskState.RUNNING]:
@@ -100,6 +123,7 @@ def check_assignments(w: World) -> None:
         reservations = t.spec.resources.reservations if t.spec.resources else None
         cpus[t.node_id] += (reservations.nano_cpus or 0) if reservations else 0
         memory[t.node_id] += (reservations.memory_bytes or 0) if reservations else 0
+        gpu[t.node_id] += dict(units(reservations.generic_resources if reservations else None)).get("gpu", 0)
         if RANK[t.desired_state] > RANK[TaskState.COMPLETE]:
             continue  # on its way out: no longer counts against MaxReplicas (as in swarmkit)
         per_service[(t.service_id, t.node_id)] += 1
@@ -109,6 +133,8 @@ def check_assignments(w: World) -> None:
         assert used <= w.state.nodes[node_id].description.resources.nano_cpus
     for node_id, used in memory.items():
         assert used <= w.state.nodes[node_id].description.resources.memory_bytes
+    for node_id, used in gpu.items():
+        assert used <= dict(units(w.state.nodes[node_id].description.resources.generic_resources)).get("gpu", 0)
 
 
 def check_nothing_placeable_left(w: World) -> None:
@@ -119,6 +145,15 @@ def check_nothing_placeable_left(w: World) -> None:
             pipeline = filters.enabled(ask)
             assert all(filters.rejection(pipeline, ask, i) is not None for i in infos), t
             assert t.status.state == TaskState.PENDING and t.status.err
+
+
+def check_tallies_are_exact(w: World, scheduler: Scheduler) -> None:
+    """What the scheduler keeps up to date incrementally equals a fresh count of the log's state."""
+    for node_id, kept in scheduler.infos.items():
+        fresh = tally(w.state, w.state.nodes[node_id])
+        assert (kept.nano_cpus, kept.memory_bytes, +kept.generic, kept.active, +kept.active_by_service,
+                kept.host_ports) == (fresh.nano_cpus, fresh.memory_bytes, +fresh.generic, fresh.active,
+                                     +fresh.active_by_service, fresh.host_ports), node_id
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,4 +175,5 @@ def test_assignments_respect_every_filter_and_leave_nothing_placeable(
         schedule_touched(w, scheduler)
         check_assignments(w)
         check_nothing_placeable_left(w)
+        check_tallies_are_exact(w, scheduler)
         assert schedule_touched(w, scheduler) == 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from schemas.service import Platform, Service
 from schemas.task import Task
 from services.kernel import constraints
+from services.kernel.placement import generic
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,8 @@ class Ask:
     service_id: str
     nano_cpus: int = 0
     memory_bytes: int = 0
+    generic: generic.Units = ()
+    """Units of generic resources reserved, per kind."""
     constraints: tuple[constraints.Constraint, ...] = ()
     platforms: tuple[Platform, ...] = ()
     host_ports: frozenset[tuple[str, int]] = frozenset()
@@ -31,6 +34,7 @@ class Ask:
             service_id=task.service_id,
             nano_cpus=(reservations.nano_cpus or 0) if reservations else 0,
             memory_bytes=(reservations.memory_bytes or 0) if reservations else 0,
+            generic=generic.units(reservations.generic_resources) if reservations else (),
             constraints=_constraints(placement.constraints if placement else None),
             platforms=tuple(placement.platforms or ()) if placement else (),
             host_ports=published_host_ports(service),
@@ -48,10 +52,15 @@ def _constraints(exprs: list[str] | None) -> tuple[constraints.Constraint, ...]:
         return ()
 
 
+_NO_PORTS: frozenset[tuple[str, int]] = frozenset()
+
+
 def published_host_ports(service: Service | None) -> frozenset[tuple[str, int]]:
     endpoint = service.spec.endpoint_spec if service is not None else None
+    if endpoint is None or not endpoint.ports:
+        return _NO_PORTS
     return frozenset(
         ((p.protocol or "tcp").lower(), p.published_port)
-        for p in (endpoint.ports or () if endpoint else ())
+        for p in endpoint.ports
         if p.publish_mode == "host" and p.published_port
     )

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from schemas.task import Task, TaskState
 from services.kernel.ids import parse_ns
+from services.kernel.placement.nodeinfo import NodeInfo
 from services.kernel.state import ClusterState
-from services.scheduler.nodeinfo import NodeInfo
 
 FAULTY_AFTER = 5
 FAULTY_WINDOW_NS = 5 * 60 * 1_000_000_000

@@ -7,7 +7,7 @@ agent is a node falling silent (a partition), starting it again is the node comi
 its simulated containers still running.
 
 Every entry the observer applies is kept (`events`) and checked: at no point may a slot have two
-tasks wanted running.
+tasks wanted running (unless a scenario moves tasks start-first on purpose, `one_per_slot=False`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import msgspec
 
-from schemas.events import AnyEvent, Envelope
+from schemas.events import AnyEvent, ClusterCreated, Envelope
 from schemas.node import NodeDescription, NodeResources, NodeSpec
 from schemas.task import Task, TaskState
 from services.agent.agent import Agent
@@ -43,6 +43,7 @@ HEARTBEAT_S = 0.1
 GRACE_S = 1.5
 """Fifteen missed heartbeats: quick to notice a stopped agent, yet never fooled by a loaded machine."""
 SIM_START_S = 0.02
+TOKEN = "SWMTKN-1-sim-worker"
 
 E = TypeVar("E")
 
@@ -63,6 +64,7 @@ class SimCluster:
     loops: list[asyncio.Task[None]] = field(default_factory=list)
     events: list[Envelope] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    one_per_slot: bool = True
 
     @property
     def state(self) -> ClusterState:
@@ -85,7 +87,7 @@ class SimCluster:
             node = self.nodes[node_id] = SimNode(identity)
         assert node.running is None, f"{node_id} already runs"
         agent = Agent(self.log, self.log.nc.publish, [node.identity],
-                      SimExecutor(node.world, start_latency_s=SIM_START_S), heartbeat_s=HEARTBEAT_S)
+                      SimExecutor(node.world, start_latency_s=SIM_START_S), heartbeat_s=HEARTBEAT_S, token=TOKEN)
         node.running = asyncio.create_task(agent.run())
         await self.until(f"{node_id} ready", lambda: (n := self.state.nodes.get(node_id)) is not None
                          and n.status.state == "ready")
@@ -107,16 +109,24 @@ class SimCluster:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def until(self, what: str, check: Callable[[], bool], within_s: float = 30) -> None:
+    async def until(self, what: str, check: Callable[[], bool], within_s: float = 30,
+                    watch: Callable[[], None] | None = None) -> None:
         """Wait for the log to make `check` true (re-checked on every entry, and every 50 ms for
-        conditions that only time makes true)."""
+        conditions that only time makes true); `watch` sees the state after every entry meanwhile."""
+        listener = (lambda seq, env: watch()) if watch is not None else None
+        if listener is not None:
+            self.observer.listeners.append(listener)
         deadline = time.monotonic() + within_s
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
-            self.observer.updated.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.observer.updated.wait(), 0.05)
+        try:
+            while not check():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out waiting for {what}: {self.describe()}")
+                self.observer.updated.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.observer.updated.wait(), 0.05)
+        finally:
+            if listener is not None:
+                self.observer.listeners.remove(listener)
         assert not self.violations, self.violations
 
     def tasks(self, service_id: str) -> list[Task]:
@@ -152,21 +162,26 @@ class SimCluster:
         if not isinstance(env, Envelope):
             return
         self.events.append(env)
+        if not self.one_per_slot:
+            return
         wanted = Counter((t.service_id, t.slot, "" if t.slot else t.node_id) for t in self.state.tasks.values()
                          if t.desired_state == TaskState.RUNNING)
         self.violations += [f"seq {seq}: slot {k} has {n} tasks wanted running" for k, n in wanted.items() if n > 1]
 
 
 @contextlib.asynccontextmanager
-async def sim_cluster(log: JetStreamLog, *nodes: str) -> AsyncIterator[SimCluster]:
+async def sim_cluster(log: JetStreamLog, *nodes: str, settings: Settings | None = None,
+                      one_per_slot: bool = True) -> AsyncIterator[SimCluster]:
     """The control plane, and an agent for each of `nodes` (more can join later)."""
     observer = Projection(log)
-    c = SimCluster(log, observer, Writer(log, "test"))
+    c = SimCluster(log, observer, Writer(log, "test"), one_per_slot=one_per_slot)
     observer.listeners.append(c._record)
     await observer.start()
+    await c.append(ClusterCreated(cluster_id="sim", worker_token=TOKEN))
     liveness = Liveness(time.time_ns(), grace_s=GRACE_S)
     loops: list[Reconciler] = []
-    for make in (lambda p, w: orchestrator.reconciler(p, w, Settings(), liveness), scheduler.reconciler):
+    for make in (lambda p, w: orchestrator.reconciler(p, w, settings or Settings(), liveness),
+                 scheduler.reconciler):
         projection = Projection(log, track_changes=True)
         await projection.start()
         loop: Reconciler = make(projection, Writer(log, "control"))

@@ -8,7 +8,7 @@ from schemas.events import ServiceCreated, ServiceUpdated
 from schemas.service import ContainerSpec, GlobalJob, ReplicatedJob, ServiceMode, ServiceSpec, TaskSpec
 from schemas.task import RANK, TaskState
 from services.kernel.jetstream import JetStreamLog
-from tests.integration.sim_cluster import SimCluster, sim_cluster
+from tests.integration.simcluster import SimCluster, sim_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,7 @@ def completed(c: SimCluster, service_id: str, iteration: int = 0) -> list[int]:
 
 
 async def test_a_job_runs_5_completions_2_at_a_time(jslog: JetStreamLog) -> None:
-    async with sim_cluster(jslog) as c:
-        await c.agent("n1", "n2")
+    async with sim_cluster(jslog, "n1", "n2") as c:
         await c.until("two nodes", lambda: len(c.state.nodes) == 2)
         await c.append(ServiceCreated(service_id="batch", spec=batch(2, 5)))
         most = 0
@@ -48,8 +47,7 @@ async def test_a_job_runs_5_completions_2_at_a_time(jslog: JetStreamLog) -> None
 
 
 async def test_a_global_job_runs_once_on_each_node(jslog: JetStreamLog) -> None:
-    async with sim_cluster(jslog) as c:
-        await c.agent("n1", "n2", "n3")
+    async with sim_cluster(jslog, "n1", "n2", "n3") as c:
         await c.until("three nodes", lambda: len(c.state.nodes) == 3)
         await c.append(ServiceCreated(service_id="once", spec=ServiceSpec(
             name="once", task_template=SHORT_RUN, mode=ServiceMode(global_job=GlobalJob()))))

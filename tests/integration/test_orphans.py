@@ -11,15 +11,13 @@ from schemas.service import ContainerSpec, ReplicatedService, RestartPolicy, Ser
 from schemas.task import TaskState
 from services.kernel.jetstream import JetStreamLog
 from services.orchestrator.decide import Settings
-from tests.integration.sim_cluster import sim_cluster
+from tests.integration.simcluster import sim_cluster
 
 pytestmark = pytest.mark.integration
 
 
 async def test_tasks_of_a_node_down_longer_than_the_orphan_period_are_orphaned(jslog: JetStreamLog) -> None:
-    async with sim_cluster(jslog, Settings(orphan_after_ns=1_000_000_000), heartbeat_grace_s=0.5) as c:
-        await c.agent("n1")
-        doomed = await c.agent("n2")
+    async with sim_cluster(jslog, "n1", "n2", settings=Settings(orphan_after_ns=1_000_000_000)) as c:
         await c.until("two nodes", lambda: len(c.state.nodes) == 2)
         await c.append(ServiceCreated(service_id="web", spec=ServiceSpec(
             name="web", mode=ServiceMode(replicated=ReplicatedService(replicas=2)),
@@ -28,7 +26,7 @@ async def test_tasks_of_a_node_down_longer_than_the_orphan_period_are_orphaned(j
         await c.until("one running task per node", lambda: sorted(
             t.node_id for t in c.tasks("web") if t.status.state == TaskState.RUNNING) == ["n1", "n2"])
         (stranded,) = [t for t in c.tasks("web") if t.node_id == "n2"]
-        doomed.cancel()
+        await c.stop_agent("n2")
         await c.until("n2 down", lambda: c.state.nodes["n2"].status.state == "down")
         await c.until("its slot running on n1", lambda: sorted(
             t.node_id for t in c.tasks("web")

@@ -11,7 +11,7 @@ from schemas.events import ServiceCreated
 from schemas.service import ContainerSpec, ReplicatedService, ServiceMode, ServiceSpec, TaskSpec
 from schemas.task import TaskState
 from services.kernel.jetstream import JetStreamLog
-from tests.integration.sim_cluster import SimCluster, sim_cluster
+from tests.integration.simcluster import SimCluster, sim_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,7 @@ def per_node(c: SimCluster) -> Counter[str]:
 
 
 async def test_a_joining_node_gets_half_of_four_replicas_never_fewer_than_four_running(jslog: JetStreamLog) -> None:
-    async with sim_cluster(jslog) as c:
-        await c.agent("n1")
+    async with sim_cluster(jslog, "n1", one_per_slot=False) as c:  # a move starts the new task first
         await c.until("n1 joined", lambda: "n1" in c.state.nodes)
         await c.append(ServiceCreated(service_id="web", spec=ServiceSpec(
             name="web", labels={"shoal.rebalance": "true"},
@@ -36,7 +35,7 @@ async def test_a_joining_node_gets_half_of_four_replicas_never_fewer_than_four_r
             nonlocal fewest
             fewest = min(fewest, sum(1 for t in c.tasks("web") if t.status.state == TaskState.RUNNING))
 
-        await c.agent("n2")
+        await c.start_agent("n2")
         await c.until("2 and 2", lambda: per_node(c) == Counter(n1=2, n2=2)
                       and len([t for t in c.tasks("web") if t.status.state == TaskState.RUNNING]) == 4, watch=watch)
         assert fewest >= 4

@@ -34,6 +34,7 @@ async def big_node(c: LocalCluster, state_dir: Path) -> AsyncIterator[None]:
         sys.executable, "-m", "services.agent", "--nats", c.nats_url, "--metrics-addr", "127.0.0.1:0",
         "--executor", "sim", "--state-dir", str(state_dir), "--hostname", "huge", "--addr", "127.0.0.9",
         "--sim-memory", "1T", "--generic-resource", "gpu=GPU-0", "--generic-resource", "gpu=GPU-1",
+        "--token-file", str(c.options.token_file("worker")),
         stdout=asyncio.subprocess.DEVNULL, stderr=(state_dir.parent / "huge.log").open("wb"))
     try:
         yield

@@ -23,6 +23,7 @@ from tests.nats_server import NatsServer
 pytestmark = pytest.mark.integration
 
 ENTRIES = 3000
+"""At least this many entries; the appender goes on until the audit has been killed, then a little more."""
 
 
 async def start_audit(nats: NatsServer, out: Path, log_path: Path) -> asyncio.subprocess.Process:
@@ -45,16 +46,22 @@ async def append_batch(jslog: JetStreamLog, start: int) -> None:
                         for i, e in enumerate(envs, start)])
 
 
-async def append_many(jslog: JetStreamLog) -> None:
-    for start in range(0, ENTRIES, 100):
+async def append_many(jslog: JetStreamLog, killed: asyncio.Event) -> int:
+    """Append until the audit was killed and 5 batches more (so the kill always lands mid-stream)."""
+    start, after = 0, 0
+    while start < ENTRIES or after < 5:
         await append_batch(jslog, start)
+        start += 100
+        after += killed.is_set()
         await asyncio.sleep(0.02)
+    return start
 
 
 async def test_kill_9_mid_stream_then_restart_writes_every_entry_exactly_once(
         nats: NatsServer, jslog: JetStreamLog, tmp_path: Path) -> None:
     out, log_path = tmp_path / "audit.jsonl", tmp_path / "audit.log"
-    appending = asyncio.create_task(append_many(jslog))
+    killed = asyncio.Event()
+    appending = asyncio.create_task(append_many(jslog, killed))
     audit = await start_audit(nats, out, log_path)
     try:
         async def some_written() -> bool:
@@ -63,8 +70,9 @@ async def test_kill_9_mid_stream_then_restart_writes_every_entry_exactly_once(
         await eventually(some_written, 60, f"the audit writing lines; its log:\n{log_path.read_text()}")
         audit.send_signal(signal.SIGKILL)
         await audit.wait()
+        killed.set()
         killed_at = len(lines(out))
-        await appending
+        appended = await appending
         audit = await start_audit(nats, out, log_path)
         last = await jslog.last_seq()
 
@@ -75,14 +83,14 @@ async def test_kill_9_mid_stream_then_restart_writes_every_entry_exactly_once(
         await eventually(caught_up, 60, f"the journal reaching seq {last}; its log:\n{log_path.read_text()}")
         await asyncio.sleep(2.5)  # idle: every fetch now times out, which must not end the process
         assert audit.returncode is None, log_path.read_text()[-3000:]
-        await append_batch(jslog, ENTRIES)
+        await append_batch(jslog, appended)
         last = await jslog.last_seq()
         await eventually(caught_up, 60, f"the journal reaching seq {last} after idling")
     finally:
         audit.send_signal(signal.SIGTERM)
         await audit.wait()
     written = lines(out)
-    assert killed_at < ENTRIES
+    assert killed_at < appended
     assert [x["seq"] for x in written] == list(range(1, last + 1))
     entries = [await jslog.get(seq) for seq in range(1, last + 1)]
     assert [x["id"] for x in written] == [decode(e.data).id for e in entries if e is not None]

@@ -54,7 +54,7 @@ async def lose_and_recover(api: str, hostname: str, lose: Callable[[], Awaitable
     """The checks both kinds of silence share; the service is spread over all `nodes` once they are ready."""
 
     async def all_ready() -> bool:
-        return sum(n["Status"]["State"] == "ready" for n in await ok(api, "GET", "/nodes")) == nodes
+        return bool(sum(n["Status"]["State"] == "ready" for n in await ok(api, "GET", "/nodes")) == nodes)
 
     await eventually(all_ready, 60, f"{nodes} nodes ready")
     await create_service(api, "web", REPLICAS)

@@ -38,8 +38,9 @@ from services.kernel.writer import Deposed, Intent, Term, Writer
 log = logging.getLogger(__name__)
 
 BUCKET = "SHOAL_LEASES"
-DEFAULT_TTL_S = 1.5
-"""Takeover after a leader's crash is this plus one poll and a catch-up (goal: <= 2 s in all)."""
+DEFAULT_TTL_S = 1
+"""Whole seconds: nats-server truncates `Nats-TTL` to seconds (1500ms lives 1 s). Takeover after a
+leader's crash is at most this plus one poll and a catch-up (goal: <= 2 s in all)."""
 _WRONG_LAST_SEQUENCE = 10071
 
 
@@ -58,14 +59,14 @@ def holder_id() -> str:
 class Lease:
     """One loop's lease. `acquire` returns the revision won; `keep` returns when it is lost."""
 
-    def __init__(self, nc: Client, loop: str, holder: str, ttl_s: float = DEFAULT_TTL_S, poll_s: float = 0.05) -> None:
+    def __init__(self, nc: Client, loop: str, holder: str, ttl_s: int = DEFAULT_TTL_S, poll_s: float = 0.05) -> None:
         self.nc = nc
         self.loop = loop
         self.holder = holder
         self.ttl_s = ttl_s
         self.poll_s = poll_s
         self.subject = f"$KV.{BUCKET}.{loop}"
-        self._ttl = f"{max(1, round(ttl_s * 1000))}ms"
+        self._ttl = f"{ttl_s}s"
         self.revision = 0
         """The key's revision we last wrote (it changes at every renewal; the term does not)."""
 

@@ -40,9 +40,11 @@ async def ok(base: str, method: str, path: str, body: object = None) -> Any:
     return data
 
 
-async def create_service(base: str, name: str, replicas: int) -> str:
-    spec = {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
-            "Mode": {"Replicated": {"Replicas": replicas}}}
+async def create_service(base: str, name: str, replicas: int, restart_delay_ns: int | None = None) -> str:
+    template: dict[str, Any] = {"ContainerSpec": {"Image": "busybox"}}
+    if restart_delay_ns is not None:
+        template["RestartPolicy"] = {"Delay": restart_delay_ns}
+    spec = {"Name": name, "TaskTemplate": template, "Mode": {"Replicated": {"Replicas": replicas}}}
     created = await ok(base, "POST", "/services/create", spec)
     return str(created["ID"])
 
@@ -92,6 +94,13 @@ async def converge(base: str, service: str, replicas: int, timeout_s: float = 12
         return settled(await tasks(base, service), replicas, reported)
 
     await eventually(check, timeout_s, f"{service}: exactly {replicas} running, one per slot")
+
+
+async def nodes_ready(base: str, count: int) -> None:
+    async def check() -> bool:
+        return sum(n["Status"]["State"] == "ready" for n in await ok(base, "GET", "/nodes")) == count
+
+    await eventually(check, 60, f"{count} nodes ready")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import free_ports, local_cluster
-from tests.fault.harness import converge, create_service, eventually, ok, running_per_slot, tasks
+from tests.fault.harness import converge, create_service, eventually, nodes_ready, ok, running_per_slot, tasks
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
 
@@ -52,11 +52,7 @@ async def _node_state(api: str, hostname: str, state: str) -> None:
 async def lose_and_recover(api: str, hostname: str, lose: Callable[[], Awaitable[None]],
                            recover: Callable[[], Awaitable[None]], nodes: int = 3) -> None:
     """The checks both kinds of silence share; the service is spread over all `nodes` once they are ready."""
-
-    async def all_ready() -> bool:
-        return bool(sum(n["Status"]["State"] == "ready" for n in await ok(api, "GET", "/nodes")) == nodes)
-
-    await eventually(all_ready, 60, f"{nodes} nodes ready")
+    await nodes_ready(api, nodes)
     await create_service(api, "web", REPLICAS)
     await converge(api, "web", REPLICAS)
     node_id = (await _node(api, hostname))["ID"]

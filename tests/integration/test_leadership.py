@@ -107,7 +107,7 @@ class Contender:
 
 
 @contextlib.asynccontextmanager
-async def contenders(nats: NatsServer, count: int, ttl_s: float = 1.0) -> AsyncIterator[
+async def contenders(nats: NatsServer, count: int, ttl_s: int = 1) -> AsyncIterator[
         tuple[list[Contender], Callable[[Contender], Awaitable[None]]]]:
     conns = []
     out: list[Contender] = []

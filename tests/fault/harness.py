@@ -98,7 +98,7 @@ async def converge(base: str, service: str, replicas: int, timeout_s: float = 12
 
 async def nodes_ready(base: str, count: int) -> None:
     async def check() -> bool:
-        return sum(n["Status"]["State"] == "ready" for n in await ok(base, "GET", "/nodes")) == count
+        return bool(sum(n["Status"]["State"] == "ready" for n in await ok(base, "GET", "/nodes")) == count)
 
     await eventually(check, 60, f"{count} nodes ready")
 

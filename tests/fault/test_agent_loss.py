@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import free_ports, local_cluster
-from tests.fault.harness import converge, create_service, eventually, nodes_ready, ok, running_per_slot, tasks
+from tests.fault.harness import converge, create_service, eventually, nodes_ready, ok, running_per_slot, settled, tasks
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
 
@@ -61,8 +61,13 @@ async def lose_and_recover(api: str, hostname: str, lose: Callable[[], Awaitable
     await lose()
     try:
         await _node_state(api, hostname, "down")
-        await converge(api, "web", REPLICAS, reported=False)
-        assert not {t["ID"] for t in await tasks(api, "web") if t["DesiredState"] == "running"} & stale
+
+        async def replaced() -> bool:
+            found = await tasks(api, "web")
+            wanted = {t["ID"] for t in found if t["DesiredState"] == "running"}
+            return settled(found, REPLICAS, reported=False) and not wanted & stale
+
+        await eventually(replaced, 90, f"the tasks of {hostname} replaced on the other nodes")
     finally:
         await recover()
     await _node_state(api, hostname, "ready")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster
+from tests.e2e.cli import docker
 from tests.fault.harness import converge, create_service, eventually, leader, metric, scale, tasks
 
 pytestmark = pytest.mark.fault
@@ -58,3 +59,5 @@ async def test_a_frozen_leader_is_fenced_and_stands_by_when_it_thaws(cluster: Lo
     await scale(api, service, 7)
     await converge(api, "web", 7)
     assert (await leader(cluster, "orchestrator")).pid == after.pid
+    for addr in cluster.options.api_addrs:  # the docker CLI can use any api instance
+        assert "7/7" in await docker(f"tcp://{addr}", "service", "ls")

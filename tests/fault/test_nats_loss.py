@@ -20,7 +20,7 @@ from schemas.codec import decode
 from schemas.events import ServiceUpdated
 from services.kernel.jetstream import JetStreamLog, connect
 from tests.cluster import LocalCluster, local_cluster
-from tests.fault.harness import call, create_service, eventually, kill_and_hold, ok, update_service
+from tests.fault.harness import call, converge, create_service, eventually, kill_and_hold, ok, scale, update_service
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
@@ -114,6 +114,8 @@ async def test_kill_one_of_three_servers_during_updates(cluster: LocalCluster) -
         victim = await _stream_leader(cluster)  # the worst one to lose
         await kill_and_hold(cluster.supervisor, victim)
         await updates.more(10, "with one server down")
+        await scale(api, service, 4)  # loops and agents carry on too, whichever server they used
+        await converge(api, "web", 4)
         await cluster.start_process(victim)
         await updates.more(5, "after it came back")
     finally:

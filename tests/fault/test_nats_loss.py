@@ -148,3 +148,23 @@ async def test_kill_two_of_three_servers_writes_refused_reads_answer(cluster: Lo
         return await update_service(api, service, Labels={"back": "yes"}) == 200
 
     await eventually(writes_again, 90, "writes accepted again with two servers of three")
+
+
+async def _server_of(cluster: LocalCluster, client: str) -> str:
+    """Which nats-server a process named `client` is connected to (each server's /connz)."""
+    for i in range(1, cluster.options.managers + 1):
+        port = cluster.options.nats_monitor_port + i - 1
+        status, connz = await call(f"http://127.0.0.1:{port}", "GET", "/connz?limit=1024")
+        assert status == 200, connz
+        if any(c.get("name") == client for c in connz.get("connections", [])):
+            return f"nats-{i}"
+    raise AssertionError(f"no server has a connection named {client}")
+
+
+async def test_an_agent_whose_server_dies_carries_on_through_another(cluster: LocalCluster) -> None:
+    api = cluster.api_url
+    service = await create_service(api, "web", 2)
+    await converge(api, "web", 2)
+    await kill_and_hold(cluster.supervisor, await _server_of(cluster, "agent"))
+    await scale(api, service, 5)  # new tasks run only if the agent hears of them and reports
+    await converge(api, "web", 5)

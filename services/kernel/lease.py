@@ -183,7 +183,7 @@ class Leadership:
             LEADER_CHANGES.labels(loop=self.loop).inc()
             log.info("leading", extra={"loop": self.loop, "term": revision, "seq": self.term.seq})
             try:
-                await self._serve(lead(Writer(self.log, self.actor, self.term)))
+                await self._serve(lead(Writer(self.log, f"{self.actor}:{revision}", self.term)))
             finally:
                 LEADER.labels(loop=self.loop).set(0)
                 self.term = None

@@ -162,6 +162,7 @@ async def test_one_leader_then_a_standby_takes_over_after_a_crash(nats: NatsServ
         assert second.writer is not None and first.writer is not None
         assert second.writer.term is not None and first.writer.term is not None
         assert second.writer.term.term > first.writer.term.term
+        assert second.writer.actor == f"orchestrator:{second.writer.term.term}"  # the term, in every envelope
         leaders = second.projection.state.leaders
         assert leaders["orchestrator"].term == second.writer.term.term
 

@@ -33,6 +33,10 @@ from services.kernel.subjects import ALL
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE_UNKNOWN = 10164
+"""The same refusal without the sequence: what a replicated stream answers (and any stream while
+another write to the subject is in flight). The sequence is then read with one more request."""
+WRONG_LAST = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_UNKNOWN)
 DUPLICATE_IN_BATCH = 10201
 """An atomic batch holds a `Nats-Msg-Id` already stored: a retry of a batch that was committed."""
 MIN_API_LEVEL = 2
@@ -149,8 +153,9 @@ class JetStreamLog:
                 last = await asyncio.wait_for(future, self.ack_timeout)
                 return list(range(last - len(batch) + 1, last + 1))
             except _Refused as e:
-                if e.code == WRONG_LAST_SEQUENCE:
-                    return [Conflict(a.subject, last_seq_from(e.description)) for a in batch]
+                if e.code in WRONG_LAST:
+                    last = await self._conflict_seq(e, None)
+                    return [Conflict(a.subject, last) for a in batch]
                 if e.code == DUPLICATE_IN_BATCH and attempt:
                     stored = await self.last_seq()
                     return [Conflict(a.subject, stored) for a in batch]
@@ -206,9 +211,9 @@ class JetStreamLog:
             try:
                 return await asyncio.wait_for(future, self.ack_timeout)
             except _Refused as e:
-                if e.code != WRONG_LAST_SEQUENCE:
+                if e.code not in WRONG_LAST:
                     raise LogUnavailable(f"append to {a.subject} refused: {e.description}") from e
-                last = last_seq_from(e.description)
+                last = await self._conflict_seq(e, a.expect_subject or a.subject)
                 if retried and await self._is_mine(last, a.msg_id):
                     return last
                 return Conflict(a.subject, last)
@@ -219,6 +224,12 @@ class JetStreamLog:
                 await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
                 future = await self._publish(a)
         raise LogUnavailable(f"no acknowledgement for {a.subject} after {self.tries} tries")
+
+    async def _conflict_seq(self, e: _Refused, filter_subject: str | None) -> int:
+        """The last sequence the refusal names, else the one on the filter (the stream's for a batch)."""
+        if e.code == WRONG_LAST_SEQUENCE:
+            return last_seq_from(e.description)
+        return await self.last_seq(filter_subject)
 
     async def _is_mine(self, seq: int, msg_id: str) -> bool:
         """After a retry a conflict may be our own first attempt, stored before the time-out."""

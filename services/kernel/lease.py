@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from schemas.events import LeaderElected
 from services.kernel import subjects
 from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
-from services.kernel.jetstream import last_seq_from
+from services.kernel.jetstream import WRONG_LAST, last_seq_from
 from services.kernel.metrics import LEADER, LEADER_CHANGES
 from services.kernel.process import Runtime
 from services.kernel.projection import Projection
@@ -41,7 +41,6 @@ BUCKET = "SHOAL_LEASES"
 DEFAULT_TTL_S = 1
 """Whole seconds: nats-server truncates `Nats-TTL` to seconds (1500ms lives 1 s). Takeover after a
 leader's crash is at most this plus one poll and a catch-up (goal: <= 2 s in all)."""
-_WRONG_LAST_SEQUENCE = 10071
 
 
 async def ensure_bucket(nc: Client, replicas: int = 1) -> None:
@@ -80,7 +79,8 @@ class Lease:
                 if won:
                     self.revision = revision
                     return revision
-                if revision != checked:
+                revision = revision or await self._last_revision()
+                if revision and revision != checked:
                     checked = revision
                     expect = revision if await self._released(revision) else 0
                     continue
@@ -88,6 +88,16 @@ class Lease:
             except LogUnavailable as e:
                 log.debug("lease unavailable", extra={"loop": self.loop, "error": str(e)})
             await asyncio.sleep(self.poll_s)
+
+    async def _last_revision(self) -> int:
+        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+        try:
+            msg = await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (nats.errors.Error, TimeoutError) as e:
+            raise LogUnavailable(repr(e)) from e
+        return int(msg.seq or 0)
 
     async def _released(self, revision: int) -> bool:
         try:
@@ -140,8 +150,8 @@ class Lease:
         error = reply.get("error")
         if not error:
             return True, int(reply["seq"])
-        if error.get("err_code") == _WRONG_LAST_SEQUENCE:
-            return False, last_seq_from(error.get("description"))
+        if error.get("err_code") in WRONG_LAST:  # a replicated bucket does not say which revision
+            return False, max(last_seq_from(error.get("description")), 0)
         raise LogUnavailable(f"lease write refused: {error.get('description')}")
 
 

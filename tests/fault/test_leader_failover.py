@@ -14,7 +14,7 @@ from tests.cluster import LocalCluster, local_cluster
 from tests.e2e.cli import docker
 from tests.fault.harness import converge, create_service, eventually, leader, metric, scale, tasks
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(300)]
 
 
 @pytest.fixture

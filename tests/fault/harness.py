@@ -80,12 +80,13 @@ def running_per_slot(found: list[dict[str, Any]]) -> Counter[int]:
 
 
 def settled(found: list[dict[str, Any]], replicas: int, reported: bool = True) -> bool:
-    """Exactly `replicas` tasks running and wanted running, slots 1..replicas, none doubled; with
+    """Exactly `replicas` tasks running and wanted running, each in its own slot (which slots a
+    scale-down keeps depends on where tasks run, as in Swarm), none doubled; with
     `reported`, also no slot with a second task still reported running (false while a silent node's
     tasks cannot report that they stopped)."""
     live = [t for t in found if t["Status"]["State"] == RUNNING and t["DesiredState"] == RUNNING]
     per_slot = running_per_slot(found)
-    return (len(live) == replicas and {t["Slot"] for t in live} == set(range(1, replicas + 1))
+    return (len(live) == replicas and len({t["Slot"] for t in live}) == replicas
             and (not reported or all(n == 1 for n in per_slot.values())))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import free_ports, local_cluster
+from tests.docker_engine import NoEngine, _apt_install
 from tests.fault.harness import converge, create_service, eventually, nodes_ready, ok, running_per_slot, settled, tasks
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
@@ -104,9 +105,14 @@ def _ip(*args: str) -> None:
 @contextlib.contextmanager
 def network_namespace() -> Any:
     """A namespace joined to the host by a veth pair: (namespace name, host address, link to cut)."""
-    missing = [tool for tool in ("ip", "nsenter") if shutil.which(tool) is None]
-    if os.geteuid() != 0 or missing:
-        raise AssertionError(f"the partition test needs root and iproute2/util-linux (missing: {missing or 'root'})")
+    if os.geteuid() != 0:
+        raise AssertionError("the partition test creates a network namespace: run it as root")
+    packages = [pkg for tool, pkg in (("ip", "iproute2"), ("nsenter", "util-linux")) if shutil.which(tool) is None]
+    if packages:
+        try:
+            _apt_install(*packages)  # a clean Debian has no iproute2
+        except NoEngine as e:
+            raise AssertionError(str(e)) from e
     tag = uuid.uuid4().hex[:6]
     name, host_if, ns_if = f"shoal-{tag}", f"vh{tag}", f"vn{tag}"
     octet = int(tag[:2], 16)

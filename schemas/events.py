@@ -120,6 +120,24 @@ class TaskRemoved(Event, frozen=True):
     task_id: str = msgspec.field(name="TaskID")
 
 
+class LeaderElected(Event, frozen=True):
+    """A process won the lease of a deciding loop. `Term` is the lease revision it won: terms only
+    grow in the log, and every later batch of that leader is fenced on this entry."""
+
+    loop: str
+    term: int
+    holder: str
+    addr: str = ""
+
+
+class LeaderWrote(Event, frozen=True):
+    """First entry of every atomic batch a leader appends: it compare-and-sets on the loop's
+    `LeaderElected` entry, so the batch is refused as a whole once a newer term is in the log."""
+
+    loop: str
+    term: int
+
+
 AnyEvent = (
     ClusterCreated
     | JoinTokenRotated
@@ -138,6 +156,8 @@ AnyEvent = (
     | TaskDesiredStateChanged
     | TaskStatusChanged
     | TaskRemoved
+    | LeaderElected
+    | LeaderWrote
 )
 
 

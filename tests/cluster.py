@@ -79,7 +79,8 @@ class LocalCluster:
         deadline = loop.time() + timeout_s
         while not await port_open(host, int(port)):
             if loop.time() > deadline:
-                raise TimeoutError(f"the API did not answer within {timeout_s}s; api log:\n{self.log('api')}")
+                api = next(n for n in self.names if n.startswith("api"))
+                raise TimeoutError(f"the API did not answer within {timeout_s}s; api log:\n{self.log(api)}")
             await asyncio.sleep(0.05)
 
 
@@ -102,19 +103,24 @@ def _free(host: str, port: int) -> bool:
     return True
 
 
-def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim", engine: str = "") -> Options:
+def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim", engine: str = "",
+                    managers: int = 1) -> Options:
     """Options for a cluster on free ports: NATS, NATS monitoring, API, then one metrics port per process."""
-    base = free_ports(agents + 7)
-    options = Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
-                      nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test")
+    if managers > 1:
+        options = _managers_options(state_dir, agents, executor, managers)
+    else:
+        base = free_ports(agents + 7)
+        options = Options(state_dir=state_dir, agents=agents, executor=executor, api_addr=f"127.0.0.1:{base + 2}",
+                          nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, hostname="test")
     return dataclasses.replace(options, engine=engine) if engine else options
 
 
 @contextlib.asynccontextmanager
 async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim", *, wait_api: bool = True,
-                        options: Options | None = None, engine: str = "") -> AsyncIterator[LocalCluster]:
+                        options: Options | None = None, engine: str = "", managers: int = 1
+                        ) -> AsyncIterator[LocalCluster]:
     """Start a cluster (or resume the one in `state_dir` when `options` repeats earlier ones); stop it after."""
-    options = options or cluster_options(state_dir, agents, executor, engine)
+    options = options or cluster_options(state_dir, agents, executor, engine, managers)
     prepare(options)
     supervisor = Supervisor(plan(options), options.log_dir, backoff=Backoff(initial_s=0.1, max_s=2.0),
                             stop_timeout_s=5.0)
@@ -159,3 +165,12 @@ async def remove_task_containers(options: Options) -> None:
             await executor.remove(container.task_id)
     finally:
         await executor.close()
+
+
+def _managers_options(state_dir: Path, agents: int, executor: str, managers: int) -> Options:
+    """Blocks of `managers` ports each: NATS clients, monitoring, routes, APIs; then every metrics port."""
+    m = managers
+    base = free_ports(4 * m + 3 * m + agents + 1)  # + the audit's metrics
+    return Options(state_dir=state_dir, agents=agents, executor=executor, managers=m, nats_port=base,
+                   nats_monitor_port=base + m, nats_cluster_port=base + 2 * m, api_addr=f"127.0.0.1:{base + 3 * m}",
+                   metrics_port=base + 4 * m, hostname="test")

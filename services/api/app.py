@@ -79,7 +79,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(e.status, _http_message(e))
     except LogUnavailable as e:
         log.warning("event log unavailable", extra={"error": str(e)})
-        return error_response(503, f"the cluster's event log is unavailable, retry later: {e}")
+        return error_response(503, "the cluster's event log is unavailable (no NATS JetStream quorum, or no server "
+                                   f"reachable); reads still answer, retry the write later: {e}")
     except Exception:
         log.exception("request failed", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal error in the Shoal API; the gateway's log has the details")

@@ -97,7 +97,14 @@ def info_view(state: ClusterState, self_id: str) -> dict[str, Any]:
         "Swarm": swarm_info(state, self_id), "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "",
         "ContainerdCommit": {"ID": "", "Expected": ""}, "RuncCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""}, "SecurityOptions": [], "Warnings": None,
+        "Shoal": shoal_info(state),
     }
+
+
+def shoal_info(state: ClusterState) -> dict[str, Any]:
+    """Shoal's extension of `/info`: which process leads each deciding loop, as the log last said
+    (`Holder` is host/pid, `Addr` its metrics address, `Term` the lease revision it won)."""
+    return {"Leaders": dict(sorted(state.leaders.items()))}
 
 
 def swarm_info(state: ClusterState, self_id: str) -> dict[str, Any]:

@@ -41,10 +41,26 @@ class Options:
     engine: str = "unix:///var/run/docker.sock"
     """docker executor only: the engine every agent runs its containers on (they share it, each
     touching only the containers labelled with its own node id)."""
+    managers: int = 1
+    """Manager replicas: with 3, three nats-servers form a JetStream cluster (stream at replicas 3)
+    and api, orchestrator and scheduler each run three times (one leads each loop, two stand by)."""
+    nats_cluster_port: int = 6222
+    """First of the nats-servers' route ports (one per server) when `managers` > 1."""
 
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def nats_urls(self) -> list[str]:
+        """Every server's client URL; processes connect to all, so any one can go."""
+        return [f"nats://127.0.0.1:{self.nats_port + i}" for i in range(self.managers)]
+
+    @property
+    def api_addrs(self) -> list[str]:
+        """One api per manager, on consecutive ports; the docker CLI can use any of them."""
+        host, _, port = self.api_addr.rpartition(":")
+        return [f"{host}:{int(port) + i}" for i in range(self.managers)]
 
     @property
     def api_url(self) -> str:
@@ -117,6 +133,8 @@ def nats_config_path(options: Options) -> Path:
 def plan(options: Options) -> list[ProcessSpec]:
     """nats-server first (everything else waits for it), then the control plane, then the agents,
     then the audit subscriber (last, so the other processes keep their metrics ports)."""
+    if options.managers > 1:
+        return _managers_plan(options)
     metrics = _metrics_addrs(options, ["api", "orchestrator", "scheduler"]
                              + [f"agent-{i}" for i in range(1, options.agents + 1)] + ["audit"])
     specs = [
@@ -140,8 +158,10 @@ def _metrics_addrs(options: Options, names: list[str]) -> dict[str, str]:
 
 def _service(options: Options, module: str, metrics_addr: str, *extra: str, name: str = "",
              tier: int = STOP_CONTROL) -> ProcessSpec:
-    argv = (options.python, "-m", f"services.{module}", "--nats", options.nats_url,
+    argv = (options.python, "-m", f"services.{module}", "--nats", ",".join(options.nats_urls),
             "--metrics-addr", metrics_addr, "--log-level", options.log_level, *extra)
+    if options.managers > 1:
+        argv += ("--replicas", "3")
     return ProcessSpec(name or module, argv, tier, metrics_addr=metrics_addr)
 
 
@@ -154,3 +174,53 @@ def _agent(options: Options, i: int, metrics_addr: str) -> ProcessSpec:
     if options.executor == "docker":
         extra += ["--engine", options.engine]
     return _service(options, "agent", metrics_addr, *extra, name=f"agent-{i}", tier=STOP_AGENTS)
+
+
+# -- several managers: a JetStream cluster and every manager process replicated -------------------
+
+
+def nats_configs(options: Options) -> dict[Path, str]:
+    """Every nats-server's config file and its text."""
+    if options.managers == 1:
+        return {nats_config_path(options): nats_config(options)}
+    return {cluster_config_path(options, i): cluster_config(options, i) for i in range(1, options.managers + 1)}
+
+
+def cluster_config_path(options: Options, i: int) -> Path:
+    return options.nats_dir / f"nats-{i}.conf"
+
+
+def cluster_config(options: Options, i: int) -> str:
+    """Server i of the local JetStream cluster, as deploy/nats/cluster-i.conf, on loopback ports."""
+    monitor = f"http: 127.0.0.1:{options.nats_monitor_port + i - 1}\n" if options.nats_monitor_port else ""
+    routes = "".join(f"    nats-route://127.0.0.1:{options.nats_cluster_port + j}\n" for j in range(options.managers))
+    return (
+        "# Written by `shoal up --managers N` at every start; edit the flags, not this file.\n"
+        f"server_name: shoal-{i}\n"
+        f"listen: 127.0.0.1:{options.nats_port + i - 1}\n"
+        f"{monitor}"
+        "jetstream {\n"
+        f"  store_dir: {_quote(str(options.nats_dir / str(i)))}\n"
+        f"  sync_interval: {options.nats_sync}\n"
+        "}\n"
+        "cluster {\n"
+        "  name: shoal\n"
+        f"  listen: 127.0.0.1:{options.nats_cluster_port + i - 1}\n"
+        f"  routes: [\n{routes}  ]\n"
+        "}\n"
+    )
+
+
+def _managers_plan(options: Options) -> list[ProcessSpec]:
+    n = range(1, options.managers + 1)
+    names = [f"{role}-{i}" for role in ("api", "orchestrator", "scheduler") for i in n]
+    metrics = _metrics_addrs(options, names + [f"agent-{i}" for i in range(1, options.agents + 1)] + ["audit"])
+    specs = [ProcessSpec(f"nats-{i}", (nats_server_binary(), "-c", str(cluster_config_path(options, i))), STOP_NATS,
+                         ready_port=options.nats_port + i - 1) for i in n]
+    specs += [_service(options, "api", metrics[f"api-{i}"], "--addr", options.api_addrs[i - 1], name=f"api-{i}")
+              for i in n]
+    specs += [_service(options, role, metrics[f"{role}-{i}"], name=f"{role}-{i}")
+              for role in ("orchestrator", "scheduler") for i in n]
+    specs += [_agent(options, i, metrics[f"agent-{i}"]) for i in range(1, options.agents + 1)]
+    specs.append(_service(options, "audit", metrics["audit"], "--out", str(options.audit_path)))
+    return specs

@@ -26,7 +26,7 @@ from services.cli import monitoring
 from services.cli.client import ClientError
 from services.cli.engine import choose, default_engine
 from services.cli.jointokens import clear_join_tokens, write_join_tokens
-from services.cli.plan import EXECUTORS, Options, nats_config, nats_config_path, plan
+from services.cli.plan import EXECUTORS, Options, nats_configs, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
 
@@ -62,11 +62,16 @@ def parse(argv: Sequence[str] | None) -> Options:
     p.add_argument("--monitoring", action="store_true",
                    help="also run Prometheus (Debian's package) scraping every process, with Shoal's alert rules")
     p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port with --monitoring (default 9090)")
+    p.add_argument("--managers", type=int, choices=(1, 3, 5), default=1,
+                   help="manager replicas: 3 runs a 3-server JetStream cluster and 3 of each manager process")
+    p.add_argument("--nats-cluster-port", type=int, default=6222,
+                   help="first of the nats-servers' route ports with --managers > 1 (default 6222)")
     a = p.parse_args(argv)
     return Options(state_dir=a.state_dir.expanduser().resolve(), agents=a.agents, executor=a.executor,
                    api_addr=a.api_addr, nats_port=a.nats_port, nats_monitor_port=a.nats_monitor_port,
                    metrics_port=a.metrics_port, hostname=a.hostname, log_level=a.log_level, nats_sync=a.nats_sync,
-                   monitoring=a.monitoring, prometheus_port=a.prometheus_port, engine=a.engine)
+                   monitoring=a.monitoring, prometheus_port=a.prometheus_port, engine=a.engine,
+                   managers=a.managers, nats_cluster_port=a.nats_cluster_port)
 
 
 def _agent_count(text: str) -> int:
@@ -80,7 +85,8 @@ def prepare(options: Options) -> None:
     """Create the state dir layout and (re)write the NATS config from the current flags."""
     for d in (options.nats_dir, options.log_dir, *(options.agent_dir(i) for i in range(1, options.agents + 1))):
         d.mkdir(parents=True, exist_ok=True)
-    nats_config_path(options).write_text(nats_config(options))
+    for path, text in nats_configs(options).items():
+        path.write_text(text)
     clear_join_tokens(options)
 
 
@@ -106,6 +112,11 @@ def ports_in_use(options: Options) -> list[str]:
     wanted += [("127.0.0.1", int(s.metrics_addr.rpartition(":")[2])) for s in plan(options) if s.metrics_addr]
     if options.monitoring:
         wanted.append(("127.0.0.1", options.prometheus_port))
+    for i in range(1, options.managers):
+        wanted += [("127.0.0.1", options.nats_port + i), (host, int(port) + i)]
+        wanted += [("127.0.0.1", options.nats_monitor_port + i)] if options.nats_monitor_port else []
+    if options.managers > 1:
+        wanted += [("127.0.0.1", options.nats_cluster_port + i) for i in range(options.managers)]
     return [f"{h}:{p}" for h, p in wanted if p and not _bindable(h, p)]
 
 
@@ -130,11 +141,14 @@ async def port_open(host: str, port: int) -> bool:
 
 def banner(options: Options, supervisor: Supervisor, api_ready: bool) -> str:
     metrics = "\n".join(f"    {s.name:<13} http://{s.metrics_addr}/metrics" for s in supervisor.specs if s.metrics_addr)
-    api_note = "" if api_ready else f"  (not answering yet: see {options.log_dir / 'api.log'})"
+    api_log = options.log_dir / ("api.log" if options.managers == 1 else "api-1.log")
+    api_note = "" if api_ready else f"  (not answering yet: see {api_log})"
+    apis = "".join(f"\n             http://{a}" for a in options.api_addrs[1:])
+    servers = "".join(f"\n             {u}" for u in options.nats_urls[1:])
     return (
-        f"Shoal is up: {options.agents} agent(s), executor {options.executor}\n"
-        f"  API        {options.api_url}{api_note}\n"
-        f"  NATS       {options.nats_url}\n"
+        f"Shoal is up: {options.agents} agent(s), executor {options.executor}, {options.managers} manager(s)\n"
+        f"  API        {options.api_url}{api_note}{apis}\n"
+        f"  NATS       {options.nats_url}{servers}\n"
         f"  state      {options.state_dir}\n"
         f"  logs       {options.log_dir}\n"
         f"  metrics\n{metrics}\n"

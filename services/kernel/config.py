@@ -25,6 +25,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-addr", default=env("SHOAL_METRICS_ADDR", "127.0.0.1:0"),
                         help="host:port for Prometheus /metrics (env SHOAL_METRICS_ADDR; port 0 = any free port)")
     parser.add_argument("--log-level", default=env("SHOAL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--lease-ttl", type=int, default=int(env("SHOAL_LEASE_TTL", "1")), metavar="SECONDS",
+                        help="leader lease TTL in whole seconds, orchestrator and scheduler (env SHOAL_LEASE_TTL)")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Common:
     replicas: int
     metrics_addr: str
     log_level: str
+    lease_ttl_s: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Common:
@@ -43,4 +46,5 @@ class Common:
             replicas=args.replicas,
             metrics_addr=args.metrics_addr,
             log_level=args.log_level,
+            lease_ttl_s=args.lease_ttl,
         )

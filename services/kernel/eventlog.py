@@ -32,6 +32,9 @@ class Conflict:
     last_seq: int
 
 
+MAX_ATOMIC = 1000
+"""nats-server's limit on the entries of one atomic batch."""
+
 AppendResult = int | Conflict
 """The stream sequence of the stored entry, or the conflict that kept it out."""
 
@@ -63,6 +66,11 @@ class LogUnavailable(Exception):
 class EventLog(Protocol):
     async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
         """Append all entries pipelined; results in the same order."""
+        ...
+
+    async def append_atomic(self, batch: Sequence[Append]) -> list[AppendResult]:
+        """Store all entries or none (at most `MAX_ATOMIC` of them): one failed compare-and-set
+        refuses the whole batch, and then every result is that `Conflict`."""
         ...
 
     async def last_seq(self, filter_subject: str | None = None) -> int:

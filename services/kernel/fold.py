@@ -20,6 +20,8 @@ from schemas.events import (
     ClusterCreated,
     Envelope,
     JoinTokenRotated,
+    LeaderElected,
+    LeaderWrote,
     NodeJoined,
     NodeRejoined,
     NodeRemoved,
@@ -39,7 +41,7 @@ from schemas.events import (
 from schemas.node import Node, NodeStatus
 from schemas.service import Endpoint, JobStatus, Service, ServiceSpec, UpdateStatus
 from schemas.task import RANK, TaskState, TaskStatus
-from services.kernel.state import Cluster, ClusterState
+from services.kernel.state import Cluster, ClusterState, Leader
 
 _replace = msgspec.structs.replace
 
@@ -342,6 +344,22 @@ def _task_removed(state: ClusterState, seq: int, env: Envelope, ev: TaskRemoved)
     return True
 
 
+# -- leadership --------------------------------------------------------------------------------
+
+
+def _leader_elected(state: ClusterState, seq: int, env: Envelope, ev: LeaderElected) -> bool:
+    current = state.leaders.get(ev.loop)
+    if current is not None and ev.term <= current.term:
+        return False
+    state.leaders[ev.loop] = Leader(loop=ev.loop, term=ev.term, holder=ev.holder, addr=ev.addr, since=env.time)
+    return True
+
+
+def _leader_wrote(state: ClusterState, seq: int, env: Envelope, ev: LeaderWrote) -> bool:
+    """A fence: it carried the batch past the server's check and changes nothing itself."""
+    return True
+
+
 _HANDLERS: dict[type, Handler] = {
     ClusterCreated: _cluster_created,
     JoinTokenRotated: _token_rotated,
@@ -360,6 +378,8 @@ _HANDLERS: dict[type, Handler] = {
     TaskDesiredStateChanged: _task_desired,
     TaskStatusChanged: _task_status,
     TaskRemoved: _task_removed,
+    LeaderElected: _leader_elected,
+    LeaderWrote: _leader_wrote,
 }
 
 _DISPATCH: dict[type, tuple[Handler, str]] = {cls: (handler, cls.__name__) for cls, handler in _HANDLERS.items()}

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -16,12 +17,28 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from services.kernel.eventlog import Append, AppendResult, Conflict, Entry, Following, LogUnavailable, OnEntry
+from services.kernel.eventlog import (
+    MAX_ATOMIC,
+    Append,
+    AppendResult,
+    Conflict,
+    Entry,
+    Following,
+    LogUnavailable,
+    OnEntry,
+)
+from services.kernel.ids import new_id
 from services.kernel.subjects import ALL
 
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE_UNKNOWN = 10164
+"""The same refusal without the sequence: what a replicated stream answers (and any stream while
+another write to the subject is in flight). The sequence is then read with one more request."""
+WRONG_LAST = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_UNKNOWN)
+DUPLICATE_IN_BATCH = 10201
+"""An atomic batch holds a `Nats-Msg-Id` already stored: a retry of a batch that was committed."""
 MIN_API_LEVEL = 2
 """nats-server >= 2.12: older servers silently ignore the wildcard compare-and-set header."""
 
@@ -48,12 +65,17 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
         deny_purge=True,
         duplicate_window=duplicate_window_s,
         allow_direct=True,
+        allow_atomic=True,
     )
     try:
-        await js.stream_info(name)
+        existing = await js.stream_info(name)
     except nats.js.errors.NotFoundError:
         await js.add_stream(config)
         log.info("stream created", extra={"stream": name, "replicas": replicas})
+        return
+    if not existing.config.allow_atomic:  # created by an earlier Shoal: leaders' fenced batches need it
+        await js.update_stream(replace(existing.config, allow_atomic=True))
+        log.info("stream now allows atomic batches", extra={"stream": name})
 
 
 def _parse_reply(reply: str) -> tuple[int, int]:
@@ -85,11 +107,13 @@ class JetStreamLog:
     entries in flight. (nats-py's `publish_async` raises API errors inside its reply callback, so a
     compare-and-set conflict would never resolve; this is also the fastest pattern measured.)"""
 
-    def __init__(self, nc: Client, stream: str, ack_timeout: float = 5.0, max_pending: int = 1000) -> None:
+    def __init__(self, nc: Client, stream: str, ack_timeout: float = 5.0, max_pending: int = 1000,
+                 tries: int = _MAX_TRIES) -> None:
         self.nc = nc
         self.stream = stream
         self.js = nc.jetstream()
         self.ack_timeout = ack_timeout
+        self.tries = tries
         self._window = asyncio.Semaphore(max_pending)
         self._inbox = ""
         self._acks: dict[str, asyncio.Future[int]] = {}
@@ -117,15 +141,45 @@ class JetStreamLog:
         else:
             future.set_result(int(reply["seq"]))
 
-    async def _publish(self, a: Append) -> asyncio.Future[int]:
+    async def append_atomic(self, batch: Sequence[Append]) -> list[AppendResult]:
+        """One atomic batch: every entry but the last is sent without a reply, the last commits it.
+        A time-out re-sends the whole batch under a new batch id with the same `Nats-Msg-Id`s, so a
+        batch the server had committed is refused as a duplicate and never stored twice."""
+        if not 0 < len(batch) <= MAX_ATOMIC:
+            raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC} entries, not {len(batch)}")
+        for attempt in range(self.tries):
+            future = await self._send_batch(batch)
+            try:
+                last = await asyncio.wait_for(future, self.ack_timeout)
+                return list(range(last - len(batch) + 1, last + 1))
+            except _Refused as e:
+                if e.code in WRONG_LAST:
+                    last = await self._conflict_seq(e, None)
+                    return [Conflict(a.subject, last) for a in batch]
+                if e.code == DUPLICATE_IN_BATCH and attempt:
+                    stored = await self.last_seq()
+                    return [Conflict(a.subject, stored) for a in batch]
+                raise LogUnavailable(f"atomic batch to {batch[0].subject} refused: {e.description}") from e
+            except (TimeoutError, nats.js.errors.NoStreamResponseError):
+                await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+        raise LogUnavailable(f"no acknowledgement for an atomic batch after {self.tries} tries")
+
+    async def _send_batch(self, batch: Sequence[Append]) -> asyncio.Future[int]:
+        batch_id = new_id()
+        for i, a in enumerate(batch[:-1], 1):
+            headers = {**_headers(a), "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)}
+            try:
+                await self.nc.publish(a.subject, a.data, headers=headers)
+            except nats.errors.ConnectionClosedError as e:
+                raise LogUnavailable(str(e)) from e
+        commit = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(len(batch)), "Nats-Batch-Commit": "1"}
+        return await self._publish(batch[-1], commit)
+
+    async def _publish(self, a: Append, extra: dict[str, str] | None = None) -> asyncio.Future[int]:
         if not self._inbox:
             self._inbox = f"{self.nc.new_inbox()}."
             await self.nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
-        headers = {"Nats-Msg-Id": a.msg_id, **(a.headers or {})}
-        if a.expect_seq is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expect_seq)
-            if a.expect_subject:
-                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = a.expect_subject
+        headers = _headers(a) if extra is None else {**_headers(a), **extra}
         if self._window.locked():  # only a full window waits; wait_for per entry would cost a task each
             try:
                 await asyncio.wait_for(self._window.acquire(), self.ack_timeout)
@@ -153,23 +207,29 @@ class JetStreamLog:
     async def _settle(self, a: Append, future: asyncio.Future[int]) -> AppendResult:
         """Wait for the ack; on a time-out re-send the same entry (same Msg-Id, so never twice)."""
         retried = False
-        for attempt in range(_MAX_TRIES):
+        for attempt in range(self.tries):
             try:
                 return await asyncio.wait_for(future, self.ack_timeout)
             except _Refused as e:
-                if e.code != WRONG_LAST_SEQUENCE:
+                if e.code not in WRONG_LAST:
                     raise LogUnavailable(f"append to {a.subject} refused: {e.description}") from e
-                last = _last_seq_from(e.description)
+                last = await self._conflict_seq(e, a.expect_subject or a.subject)
                 if retried and await self._is_mine(last, a.msg_id):
                     return last
                 return Conflict(a.subject, last)
             except (TimeoutError, nats.js.errors.NoStreamResponseError):
-                if attempt + 1 == _MAX_TRIES:
+                if attempt + 1 == self.tries:
                     break
                 retried = True
                 await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
                 future = await self._publish(a)
-        raise LogUnavailable(f"no acknowledgement for {a.subject} after {_MAX_TRIES} tries")
+        raise LogUnavailable(f"no acknowledgement for {a.subject} after {self.tries} tries")
+
+    async def _conflict_seq(self, e: _Refused, filter_subject: str | None) -> int:
+        """The last sequence the refusal names, else the one on the filter (the stream's for a batch)."""
+        if e.code == WRONG_LAST_SEQUENCE:
+            return last_seq_from(e.description)
+        return await self.last_seq(filter_subject)
 
     async def _is_mine(self, seq: int, msg_id: str) -> bool:
         """After a retry a conflict may be our own first attempt, stored before the time-out."""
@@ -177,13 +237,15 @@ class JetStreamLog:
         return entry is not None and (entry.headers or {}).get("Nats-Msg-Id") == msg_id
 
     async def last_seq(self, filter_subject: str | None = None) -> int:
-        if filter_subject is None:
-            info = await self.js.stream_info(self.stream)
-            return int(info.state.last_seq)
         try:
+            if filter_subject is None:
+                info = await self.js.stream_info(self.stream)
+                return int(info.state.last_seq)
             msg = await self.js.get_last_msg(self.stream, filter_subject)
         except nats.js.errors.NotFoundError:
             return 0
+        except (nats.errors.Error, TimeoutError) as e:  # no quorum, no server: the caller retries later
+            raise LogUnavailable(f"last sequence unknown: {e!r}") from e
         return int(msg.seq or 0)
 
     async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
@@ -210,7 +272,16 @@ class JetStreamLog:
         return Entry(seq=seq, subject=msg.subject or "", data=msg.data or b"", headers=msg.headers, pending=0)
 
 
-def _last_seq_from(description: str | None) -> int:
+def _headers(a: Append) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": a.msg_id, **(a.headers or {})}
+    if a.expect_seq is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expect_seq)
+        if a.expect_subject:
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = a.expect_subject
+    return headers
+
+
+def last_seq_from(description: str | None) -> int:
     """The server says `wrong last sequence: N`; N is the entity's current last sequence."""
     try:
         return int((description or "").rsplit(":", 1)[1])

@@ -43,6 +43,18 @@ class MemoryLog:
     async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
         return [self._append_one(a) for a in batch]
 
+    async def append_atomic(self, batch: Sequence[Append]) -> list[AppendResult]:
+        """Checks every compare-and-set against the log as it was before the batch, as nats-server
+        does; a batch holding an id already stored is refused whole (a retry of a stored batch)."""
+        if any(a.msg_id in self.msg_ids for a in batch):
+            return [Conflict(a.subject, len(self.entries)) for a in batch]
+        for a in batch:
+            if a.expect_seq is not None:
+                last = self._last(a.expect_subject or a.subject)
+                if last != a.expect_seq:
+                    return [Conflict(b.subject, last) for b in batch]
+        return [self._store(a) for a in batch]
+
     def _append_one(self, a: Append) -> AppendResult:
         if a.msg_id in self.msg_ids:
             return self.msg_ids[a.msg_id]
@@ -50,6 +62,9 @@ class MemoryLog:
             last = self._last(a.expect_subject or a.subject)
             if last != a.expect_seq:
                 return Conflict(a.subject, last)
+        return self._store(a)
+
+    def _store(self, a: Append) -> int:
         seq = len(self.entries) + 1
         self.entries.append(Entry(seq=seq, subject=a.subject, data=a.data, headers=a.headers, pending=0))
         self.msg_ids[a.msg_id] = seq

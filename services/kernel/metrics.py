@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,6 +30,8 @@ RECONCILE_SECONDS = Histogram(
     "shoal_reconcile_duration_seconds", "Time for one decide-and-append pass", ["loop"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+LEADER = Gauge("shoal_leader", "1 while this process leads the loop, 0 while it stands by", ["loop"])
+LEADER_CHANGES = Counter("shoal_leader_changes_total", "Times this process became the loop's leader", ["loop"])
 NATS_RECONNECTS = Counter("shoal_nats_reconnects_total", "Reconnections to a NATS server")
 
 

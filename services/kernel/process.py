@@ -26,6 +26,11 @@ from services.kernel.snapshot import ObjectStoreSnapshots
 
 log = logging.getLogger(__name__)
 
+ACK_TIMEOUT_S = 1.0
+APPEND_TRIES = 8
+"""A lost stream leader takes 4-8 s to replace (nats-rules 10): re-send after 1 s, same Msg-Id,
+for ~12 s in all; then the write fails as `LogUnavailable` (a 503 from the api)."""
+
 
 @dataclass
 class Runtime:
@@ -68,8 +73,9 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         loop.add_signal_handler(sig, main.cancel)
     nc = await _connect(common.servers, name)
     try:
-        await ensure_stream(nc, common.stream, common.replicas)
-        rt = Runtime(name=name, common=common, nc=nc, log=JetStreamLog(nc, common.stream),
+        await _ensure_stream(nc, common)
+        rt = Runtime(name=name, common=common, nc=nc,
+                     log=JetStreamLog(nc, common.stream, ack_timeout=ACK_TIMEOUT_S, tries=APPEND_TRIES),
                      snapshots=ObjectStoreSnapshots(nc.jetstream(), common.replicas), metrics_addr=metrics_addr)
         await service(rt, args)
     except asyncio.CancelledError:
@@ -77,6 +83,19 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
     finally:
         await _close(nc)
         await runner.cleanup()
+
+
+async def _ensure_stream(nc: Client, common: Common) -> None:
+    """A JetStream cluster answers only once it has elected its meta leader: wait for it."""
+    delay = 0.2
+    while True:
+        try:
+            await ensure_stream(nc, common.stream, common.replicas)
+            return
+        except (nats.errors.Error, TimeoutError) as e:
+            log.warning("waiting for JetStream", extra={"error": repr(e)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def _connect(servers: list[str], name: str) -> Client:

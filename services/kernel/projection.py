@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import msgspec
+import nats.errors
 
 from schemas.codec import decode
 from services.kernel import snapshot
@@ -81,7 +82,11 @@ class Projection:
     async def _restore(self) -> None:
         assert self.snapshots is not None
         started = time.perf_counter()
-        data = await self.snapshots.load(self.snapshot_name)
+        try:
+            data = await self.snapshots.load(self.snapshot_name)
+        except (nats.errors.Error, TimeoutError) as e:  # e.g. a JetStream cluster still electing leaders
+            log.warning("snapshot unavailable, replaying from the start", extra={"error": repr(e)})
+            return
         if data is None:
             return
         try:

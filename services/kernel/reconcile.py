@@ -108,6 +108,11 @@ class Reconciler:
         self.projection.state.touch(service_id=service_id, node_id=node_id)
         self.projection.updated.set()
 
+    async def lead(self, writer: Writer) -> None:
+        """Run as a leader for one term, appending through that term's fenced writer."""
+        self.writer = writer
+        await self.run()
+
     async def run(self) -> None:
         """Full pass, then one pass per change, forever. Call after `projection.start()` returned."""
         state = self.projection.state
@@ -182,6 +187,7 @@ class Reconciler:
             for intent in intents:
                 _retouch(intent, state)
             await asyncio.sleep(self.retry_s)
+            await self._catch_up()
             return
         if self.after_append is not None:
             self.after_append(intents, results)
@@ -197,6 +203,18 @@ class Reconciler:
         if conflicts:
             log.info("stale view, deciding again", extra={"loop": self.name, "conflicts": conflicts})
         await self._settle(target)
+
+    async def _catch_up(self) -> None:
+        """After an append whose fate is unknown, decide again only on a view that holds it if it was
+        stored: on the log's end, once the log answers (a blind retry would create tasks twice)."""
+        while True:
+            try:
+                end = await self.projection.log.last_seq()
+            except LogUnavailable:
+                await asyncio.sleep(self.retry_s)
+                continue
+            await self._settle(end)
+            return
 
     async def _settle(self, seq: int) -> None:
         """Read-your-writes. No time-out: deciding on a view without our own writes is worse than waiting."""

@@ -10,6 +10,8 @@ from schemas.events import (
     AnyEvent,
     ClusterCreated,
     JoinTokenRotated,
+    LeaderElected,
+    LeaderWrote,
     NodeJoined,
     NodeRejoined,
     NodeRemoved,
@@ -54,6 +56,10 @@ def subject_for(ev: AnyEvent, state: ClusterState) -> str:
             return subjects.task(_node_of(state, ev.task_id), ev.task_id, "desired")
         case TaskStatusChanged():
             return subjects.task(_node_of(state, ev.task_id), ev.task_id, "status")
+        case LeaderElected():
+            return subjects.leader_term(ev.loop)
+        case LeaderWrote():
+            return subjects.leader_fence(ev.loop)
     raise TypeError(f"no subject for {type(ev).__name__}")
 
 

@@ -17,7 +17,7 @@ from nats.js.client import JetStreamContext
 from schemas.node import Node
 from schemas.service import Service
 from schemas.task import Task
-from services.kernel.state import Cluster, ClusterState
+from services.kernel.state import Cluster, ClusterState, Leader
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Snapshot(msgspec.Struct):
     nodes: list[Node]
     tasks: list[Task]
     last_service_spec_seq: int
+    leaders: list[Leader] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -46,6 +47,7 @@ def take(state: ClusterState) -> bytes:
             nodes=list(state.nodes.values()),
             tasks=list(state.tasks.values()),
             last_service_spec_seq=state.last_service_spec_seq,
+            leaders=list(state.leaders.values()),
         )
     )
 
@@ -62,6 +64,7 @@ def restore(data: bytes) -> ClusterState:
     for task in snap.tasks:
         state.index_task(task)
     state.last_service_spec_seq = snap.last_service_spec_seq
+    state.leaders = {leader.loop: leader for leader in snap.leaders}
     return state
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import msgspec
 
-from schemas.base import Record, Version
+from schemas.base import Record, Version, Wire
 from schemas.node import Node
 from schemas.service import Service
 from schemas.task import Task
@@ -35,6 +35,16 @@ class Cluster(Record):
     manager_token: str = ""
 
 
+class Leader(Wire):
+    """Who leads a deciding loop, as the log last said (`LeaderElected`)."""
+
+    loop: str = ""
+    term: int = 0
+    holder: str = ""
+    addr: str = ""
+    since: str = ""
+
+
 class FoldStats:
     """What the fold did, counted for metrics; read by a Prometheus collector at scrape time."""
 
@@ -50,6 +60,7 @@ class ClusterState:
     __slots__ = (
         "cluster",
         "last_service_spec_seq",
+        "leaders",
         "nodes",
         "seq",
         "service_by_name",
@@ -71,6 +82,7 @@ class ClusterState:
         self.nodes: dict[str, Node] = {}
         self.tasks: dict[str, Task] = {}
         self.last_service_spec_seq = 0
+        self.leaders: dict[str, Leader] = {}
         self.service_by_name: dict[str, str] = {}
         self.tasks_by_service: defaultdict[str, set[str]] = defaultdict(set)
         self.tasks_by_node: defaultdict[str, set[str]] = defaultdict(set)

@@ -7,6 +7,7 @@ writer has its own leaf under an entity, so a compare-and-set conflict means a r
     shoal.evt.node.<node>.{agent,spec,status}
     shoal.evt.service.<service>.{spec,update}
     shoal.evt.task.<node or _>.<task>.{desired,placement,status}
+    shoal.evt.leader.<loop>.{term,fence}
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def task_all(task_id: str) -> str:
 def node_tasks(node_id: str) -> str:
     """What an agent follows: only its own node's tasks."""
     return f"{PREFIX}.task.{node_id}.>"
+
+
+def leader_term(loop: str) -> str:
+    """`LeaderElected` entries of one deciding loop: the subject every leader batch is fenced on."""
+    return f"{PREFIX}.leader.{loop}.term"
+
+
+def leader_fence(loop: str) -> str:
+    """`LeaderWrote` entries: on their own subject, so fencing never moves the term subject."""
+    return f"{PREFIX}.leader.{loop}.fence"
 
 
 def heartbeat(node_id: str) -> str:

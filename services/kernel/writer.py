@@ -7,6 +7,7 @@ trace context (or the one given per intent), then appends the whole batch withou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 
 from schemas.codec import encode
-from schemas.events import AnyEvent, Envelope
-from services.kernel.eventlog import Append, AppendResult, Conflict, EventLog
+from schemas.events import AnyEvent, Envelope, LeaderWrote
+from services.kernel import subjects
+from services.kernel.eventlog import MAX_ATOMIC, Append, AppendResult, Conflict, EventLog
 from services.kernel.ids import new_id, now
 from services.kernel.metrics import APPEND_CONFLICTS, EVENTS_APPENDED
 from services.kernel.routing import subject_for
@@ -31,10 +33,28 @@ class Intent:
     expect_subject: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A leader's term: the lease revision it won and the sequence of its `LeaderElected` entry."""
+
+    loop: str
+    term: int
+    seq: int
+
+
+class Deposed(Exception):
+    """A newer leader's term is in the log: this process must stop acting for the loop at once."""
+
+
 class Writer:
-    def __init__(self, eventlog: EventLog, actor: str) -> None:
+    """With a `term`, every append is fenced: it goes as atomic batches, each led by a `LeaderWrote`
+    entry that compare-and-sets on the term's `LeaderElected` entry. Once a newer leader has written
+    its own `LeaderElected`, a late batch of this one is refused whole by the server."""
+
+    def __init__(self, eventlog: EventLog, actor: str, term: Term | None = None) -> None:
         self.log = eventlog
         self.actor = actor
+        self.term = term
 
     def seal(self, intent: Intent, state: ClusterState, context: Context | None = None) -> Append:
         env = Envelope(id=new_id(), time=now(), actor=self.actor, event=intent.event)
@@ -53,7 +73,8 @@ class Writer:
                      contexts: Sequence[Context | None] | None = None) -> list[AppendResult]:
         """`contexts`, one per intent, names the trace each continues (default: the current one)."""
         per_intent = contexts if contexts is not None else [None] * len(intents)
-        results = await self.log.append([self.seal(i, state, c) for i, c in zip(intents, per_intent, strict=True)])
+        appends = [self.seal(i, state, c) for i, c in zip(intents, per_intent, strict=True)]
+        results = await (self.log.append(appends) if self.term is None else self._fenced(appends, self.term, state))
         for intent, result in zip(intents, results, strict=True):
             kind = type(intent.event).__name__
             if isinstance(result, Conflict):
@@ -61,3 +82,18 @@ class Writer:
             else:
                 EVENTS_APPENDED.labels(event=kind).inc()
         return results
+
+    async def _fenced(self, appends: list[Append], term: Term, state: ClusterState) -> list[AppendResult]:
+        size = MAX_ATOMIC - 1
+        chunks = [appends[i : i + size] for i in range(0, len(appends), size)]
+        done = await asyncio.gather(*(self._fenced_batch(chunk, term, state) for chunk in chunks))
+        return [result for chunk in done for result in chunk]
+
+    async def _fenced_batch(self, chunk: list[Append], term: Term, state: ClusterState) -> list[AppendResult]:
+        scope = subjects.leader_term(term.loop)
+        fence = self.seal(Intent(LeaderWrote(loop=term.loop, term=term.term), expect_seq=term.seq,
+                                 expect_subject=scope), state)
+        results = await self.log.append_atomic([fence, *chunk])
+        if isinstance(results[0], Conflict) and await self.log.last_seq(scope) != term.seq:
+            raise Deposed(f"{term.loop}: a leader newer than term {term.term} is in the log")
+        return results[1:]

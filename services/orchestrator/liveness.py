@@ -48,6 +48,13 @@ class Liveness:
         self.default = Seen(started_ns, self._grace_ns(default_period_s))
         self.seen: dict[str, Seen] = {}
 
+    def restart(self, now_ns: int) -> None:
+        """A new leader counts every node's silence from now: what it heard while standing by may
+        be stale (it may have been cut off itself), and declaring nodes down on that is worse."""
+        self.started_ns = now_ns
+        self.default = Seen(now_ns, self.default.grace_ns)
+        self.seen.clear()
+
     def _grace_ns(self, period_s: float) -> int:
         return int((self.grace_s if self.grace_s is not None else MISSED_PERIODS * period_s) * _NS)
 

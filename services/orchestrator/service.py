@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
+from services.kernel.lease import elect
 from services.kernel.metrics import ProjectionCollector
 from services.kernel.process import Runtime
 from services.kernel.projection import Projection
@@ -70,8 +71,13 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     sub = await rt.nc.subscribe(HEARTBEATS_SUBJECT, cb=listen(liveness, loop))  # before catching up: miss none
     try:
         await projection.start()
-        log.info("orchestrating", extra={"seq": projection.state.seq, "services": len(projection.state.services)})
-        await loop.run()
+        log.info("standing by", extra={"seq": projection.state.seq, "services": len(projection.state.services)})
+
+        async def lead(writer: Writer) -> None:
+            liveness.restart(time.time_ns())
+            await loop.lead(writer)
+
+        await elect(rt, projection, lead)
     finally:
         await sub.unsubscribe()
         await projection.save_snapshot()

@@ -7,6 +7,7 @@ import logging
 
 from prometheus_client import REGISTRY
 
+from services.kernel.lease import elect
 from services.kernel.metrics import ProjectionCollector
 from services.kernel.process import Runtime
 from services.kernel.projection import Projection
@@ -37,8 +38,8 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     loop = reconciler(projection, Writer(rt.log, NAME), scheduler)
     try:
         await projection.start()
-        log.info("scheduling", extra={"seq": projection.state.seq, "nodes": len(projection.state.nodes)})
-        await loop.run()
+        log.info("standing by", extra={"seq": projection.state.seq, "nodes": len(projection.state.nodes)})
+        await elect(rt, projection, loop.lead)
     finally:
         await projection.save_snapshot()
         await projection.stop()

@@ -49,6 +49,11 @@ async def _converged(c: LocalCluster, service: str, replicas: int) -> None:
                                 f"tasks: {await _tasks(c, service)}\nagent-1:\n{c.log('agent-1')}")
 
 
+async def _listed_as(host: str, replicas: str) -> bool:
+    """A stopped process is reported a moment after it died: the REPLICAS column follows the reports."""
+    return replicas in await docker(host, "service", "ls")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,7 +89,7 @@ async def test_docker_cli_drives_a_service_through_its_life(cluster: LocalCluste
     await docker(host, "service", "scale", "--detach", "web=0")
     await _converged(cluster, "web", 0)
     await eventually(lambda: _none_alive(pids), 30, "every task process stopped after scaling to 0")
-    assert "0/0" in await docker(host, "service", "ls")
+    await eventually(lambda: _listed_as(host, "0/0"), 30, "service ls shows 0/0 once the agents reported")
 
     await docker(host, "service", "rm", "web")
     assert "web" not in await docker(host, "service", "ls")

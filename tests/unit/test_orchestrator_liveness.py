@@ -36,6 +36,19 @@ def test_timers_start_fresh_when_the_process_starts() -> None:
     assert decision.intents == [] and w.timers_ms(decision) == [100]
 
 
+def test_timers_start_fresh_when_the_process_becomes_leader() -> None:
+    """A standby may have been cut off itself: what it heard before leading does not count."""
+    w, liveness = cluster("n1")
+    liveness.observe(beat("n1"), w.now)
+    w.tick(10)
+    liveness.restart(w.now)
+    w.tick(2.9)
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    assert decision.intents == [] and w.timers_ms(decision) == [100]
+    w.tick(0.1)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
 def test_a_node_silent_past_three_periods_is_marked_down() -> None:
     w, liveness = cluster("n1", "n2")
     w.tick(2)

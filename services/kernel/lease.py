@@ -1,0 +1,243 @@
+"""Leader election for the deciding loops: a lease in a JetStream KV bucket, and the terms it gives.
+
+The lease is one key per loop in `SHOAL_LEASES` (history 1). It is won by a compare-and-set create
+(expected last subject sequence 0) and kept by a compare-and-set update naming the revision the
+holder last wrote, every TTL/3; each write carries a per-key `Nats-TTL`, so a holder that stops
+renewing (killed, paused, cut off) loses the key TTL later and a standby's next create wins it.
+The writes are raw publishes to `$KV.<bucket>.<key>`: nats-py's `update()` cannot set a TTL.
+
+A lease alone is not safety: a paused ex-leader does not know it lost. `Leadership` turns the won
+revision into a term in the log (`LeaderElected`, written only if every earlier term is lower) and
+hands the loop a `Writer` fenced on that entry, so the server refuses the ex-leader's late batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from schemas.events import LeaderElected
+from services.kernel import subjects
+from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
+from services.kernel.jetstream import WRONG_LAST, last_seq_from
+from services.kernel.metrics import LEADER, LEADER_CHANGES
+from services.kernel.process import Runtime
+from services.kernel.projection import Projection
+from services.kernel.writer import Deposed, Intent, Term, Writer
+
+log = logging.getLogger(__name__)
+
+BUCKET = "SHOAL_LEASES"
+DEFAULT_TTL_S = 1
+"""Whole seconds: nats-server truncates `Nats-TTL` to seconds (1500ms lives 1 s). Takeover after a
+leader's crash is at most this plus one poll and a catch-up (goal: <= 2 s in all)."""
+
+
+async def ensure_bucket(nc: Client, replicas: int = 1) -> None:
+    js = nc.jetstream()
+    try:
+        await js.key_value(BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(bucket=BUCKET, history=1, replicas=replicas)
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+class Lease:
+    """One loop's lease. `acquire` returns the revision won; `keep` returns when it is lost."""
+
+    def __init__(self, nc: Client, loop: str, holder: str, ttl_s: int = DEFAULT_TTL_S, poll_s: float = 0.05) -> None:
+        self.nc = nc
+        self.loop = loop
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.poll_s = poll_s
+        self.subject = f"$KV.{BUCKET}.{loop}"
+        self._ttl = f"{ttl_s}s"
+        self.revision = 0
+        """The key's revision we last wrote (it changes at every renewal; the term does not)."""
+
+    async def acquire(self) -> int:
+        """Poll the create: watchers hear of an expiry late (nats-rules 9), a create wins at once.
+        A key released on a clean stop holds a delete marker: that revision may be overwritten."""
+        expect, checked = 0, 0
+        while True:
+            try:
+                won, revision = await self._put(expect)
+                if won:
+                    self.revision = revision
+                    return revision
+                revision = revision or await self._last_revision()
+                if revision and revision != checked:
+                    checked = revision
+                    expect = revision if await self._released(revision) else 0
+                    continue
+                expect = 0
+            except LogUnavailable as e:
+                log.debug("lease unavailable", extra={"loop": self.loop, "error": str(e)})
+            await asyncio.sleep(self.poll_s)
+
+    async def _last_revision(self) -> int:
+        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+        try:
+            msg = await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (nats.errors.Error, TimeoutError) as e:
+            raise LogUnavailable(repr(e)) from e
+        return int(msg.seq or 0)
+
+    async def _released(self, revision: int) -> bool:
+        try:
+            msg = await self.nc.jetstream().get_msg(f"KV_{BUCKET}", revision)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as e:
+            raise LogUnavailable(repr(e)) from e
+        return (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
+
+    async def keep(self) -> None:
+        """Renew every TTL/3 until a renewal is refused (someone else holds it) or none succeeded for
+        a whole TTL (measured from sending the last good one, so the server expired it no earlier)."""
+        loop = asyncio.get_running_loop()
+        good_until = loop.time() + self.ttl_s
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            sent = loop.time()
+            try:
+                renewed, revision = await self._put(self.revision)
+            except LogUnavailable as e:
+                if loop.time() >= good_until:
+                    log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
+                    return
+                continue
+            if not renewed:
+                log.warning("lease taken by another process", extra={"loop": self.loop})
+                return
+            self.revision, good_until = revision, sent + self.ttl_s
+
+    async def release(self) -> None:
+        """When a term ends: mark the key deleted (if we still hold it) so a standby wins now rather
+        than a TTL later."""
+        revision, self.revision = self.revision, 0
+        if revision:
+            with contextlib.suppress(LogUnavailable):
+                await self._put(revision, {"KV-Operation": "DEL"})
+
+    async def _put(self, expect: int, extra: dict[str, str] | None = None) -> tuple[bool, int]:
+        """(True, new revision) or (False, the key's current revision)."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": self._ttl, **(extra or {})}
+        try:
+            msg = await self.nc.request(self.subject, self.holder.encode(), timeout=self.ttl_s / 3, headers=headers)
+        except (nats.errors.Error, TimeoutError) as e:
+            raise LogUnavailable(repr(e)) from e
+        try:
+            reply = json.loads(msg.data)
+        except ValueError as e:
+            raise LogUnavailable("unreadable lease acknowledgement") from e
+        error = reply.get("error")
+        if not error:
+            return True, int(reply["seq"])
+        if error.get("err_code") in WRONG_LAST:  # a replicated bucket does not say which revision
+            return False, max(last_seq_from(error.get("description")), 0)
+        raise LogUnavailable(f"lease write refused: {error.get('description')}")
+
+
+Lead = Callable[[Writer], Awaitable[None]]
+"""The loop's work while leading, given a writer fenced on the term; cancelled when the term ends."""
+
+
+class Leadership:
+    """Stand by, win the lease, take office, lead until the term ends, stand by again; forever."""
+
+    def __init__(self, lease: Lease, eventlog: EventLog, projection: Projection, actor: str, addr: str = "") -> None:
+        self.lease = lease
+        self.log = eventlog
+        self.projection = projection
+        self.actor = actor
+        self.addr = addr
+        self.loop = lease.loop
+        self.term: Term | None = None
+        self._newer = asyncio.Event()
+        projection.listeners.append(self._on_event)
+        LEADER.labels(loop=self.loop).set(0)
+
+    def _on_event(self, seq: int, env: msgspec.Struct) -> None:
+        ev = getattr(env, "event", None)
+        term = self.term
+        if isinstance(ev, LeaderElected) and ev.loop == self.loop and term is not None and ev.term > term.term:
+            self._newer.set()
+
+    async def run(self, lead: Lead) -> None:
+        while True:
+            revision = await self.lease.acquire()
+            try:
+                self.term = await self._take_office(revision)
+            except (Deposed, LogUnavailable) as e:
+                log.info("could not take office", extra={"loop": self.loop, "error": str(e)})
+                await self.lease.release()
+                continue
+            LEADER.labels(loop=self.loop).set(1)
+            LEADER_CHANGES.labels(loop=self.loop).inc()
+            log.info("leading", extra={"loop": self.loop, "term": revision, "seq": self.term.seq})
+            try:
+                await self._serve(lead(Writer(self.log, f"{self.actor}:{revision}", self.term)))
+            finally:
+                LEADER.labels(loop=self.loop).set(0)
+                self.term = None
+                await self.lease.release()
+            log.info("standing by", extra={"loop": self.loop, "term": revision})
+
+    async def _take_office(self, revision: int) -> Term:
+        """Catch up with the whole log, then write `LeaderElected` after the last term entry, which
+        must be older: terms only grow in the log, so fencing on ours shuts out every earlier one."""
+        scope = subjects.leader_term(self.loop)
+        await self.projection.wait_for(await self.log.last_seq())
+        while True:
+            last = await self.log.last_seq(scope)
+            await self.projection.wait_for(last)
+            current = self.projection.state.leaders.get(self.loop)
+            if current is not None and current.term >= revision:
+                raise Deposed(f"{self.loop}: term {current.term} is already in the log")
+            event = LeaderElected(loop=self.loop, term=revision, holder=self.lease.holder, addr=self.addr)
+            [result] = await Writer(self.log, self.actor).append(
+                [Intent(event, expect_seq=last, expect_subject=scope)], self.projection.state)
+            if not isinstance(result, Conflict):
+                await self.projection.wait_for(result)
+                return Term(self.loop, revision, result)
+
+    async def _serve(self, work: Awaitable[None]) -> None:
+        """Until the lease is lost, a newer term shows up in the log, or the work stops (a fenced
+        write refused raises `Deposed` out of it); the others are cancelled at once."""
+        self._newer.clear()
+        tasks = [asyncio.ensure_future(work), asyncio.ensure_future(self.lease.keep()),
+                 asyncio.ensure_future(self._newer.wait())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks[0] in done and not tasks[0].cancelled() and (error := tasks[0].exception()) is not None:
+            if not isinstance(error, Deposed):
+                raise error
+            log.warning("deposed", extra={"loop": self.loop, "error": str(error)})
+
+
+async def elect(rt: Runtime, projection: Projection, lead: Lead) -> None:
+    """Run `lead` whenever this process leads the loop named after it (`rt.name`), forever."""
+    await ensure_bucket(rt.nc, rt.common.replicas)
+    lease = Lease(rt.nc, rt.name, holder_id(), rt.common.lease_ttl_s)
+    await Leadership(lease, rt.log, projection, rt.name, rt.metrics_addr).run(lead)

@@ -1,0 +1,193 @@
+"""Leader election and fencing: against the in-memory log and a real nats-server (the writer), and
+a real JetStream KV lease (the election).
+
+The property that matters: once a newer leader's `LeaderElected` is in the log, nothing an earlier
+leader appends is stored, however late it arrives, while ordinary compare-and-set conflicts inside
+a fenced batch stay conflicts (catch up, decide again) and never look like a lost election.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from schemas.codec import decode
+from schemas.events import LeaderElected, ServiceCreated
+from schemas.service import ServiceSpec
+from services.kernel import subjects
+from services.kernel.eventlog import Conflict, EventLog
+from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.lease import Leadership, Lease, ensure_bucket
+from services.kernel.projection import Projection
+from services.kernel.state import ClusterState
+from services.kernel.writer import Deposed, Intent, Term, Writer
+from tests.nats_server import NatsServer
+
+
+def _create(name: str, expect: int | None = None) -> Intent:
+    ev = ServiceCreated(service_id=f"svc-{name}", spec=ServiceSpec(name=name))
+    return Intent(ev, expect_seq=expect, expect_subject=subjects.SERVICE_SPECS if expect is not None else None)
+
+
+async def _elect(log: EventLog, loop: str, term: int) -> Term:
+    scope = subjects.leader_term(loop)
+    last = await log.last_seq(scope)
+    [seq] = await Writer(log, loop).append(
+        [Intent(LeaderElected(loop=loop, term=term, holder=f"h{term}"), expect_seq=last, expect_subject=scope)],
+        ClusterState())
+    assert isinstance(seq, int)
+    return Term(loop, term, seq)
+
+
+async def _names(log: EventLog) -> list[str]:
+    out = []
+    for seq in range(1, await log.last_seq() + 1):
+        entry = await log.get(seq)
+        assert entry is not None
+        ev = decode(entry.data).event
+        if isinstance(ev, ServiceCreated):
+            out.append(ev.spec.name)
+    return out
+
+
+async def test_fenced_writes_land_while_the_term_is_the_newest(eventlog: EventLog) -> None:
+    writer = Writer(eventlog, "orchestrator", await _elect(eventlog, "orchestrator", 10))
+    results = await writer.append([_create("a"), _create("b")], ClusterState())
+    assert all(isinstance(r, int) for r in results)
+    assert await _names(eventlog) == ["a", "b"]
+
+
+async def test_a_late_write_of_an_ex_leader_is_refused(eventlog: EventLog) -> None:
+    old = Writer(eventlog, "orchestrator", await _elect(eventlog, "orchestrator", 10))
+    await _elect(eventlog, "orchestrator", 11)  # a new leader took office while the old one was paused
+    with pytest.raises(Deposed):
+        await old.append([_create("late")], ClusterState())
+    assert await _names(eventlog) == []
+
+
+async def test_a_newer_term_of_another_loop_does_not_fence(eventlog: EventLog) -> None:
+    writer = Writer(eventlog, "scheduler", await _elect(eventlog, "scheduler", 3))
+    await _elect(eventlog, "orchestrator", 99)
+    [result] = await writer.append([_create("a")], ClusterState())
+    assert isinstance(result, int)
+
+
+async def test_a_conflict_in_a_fenced_batch_refuses_the_batch_but_is_no_deposition(eventlog: EventLog) -> None:
+    writer = Writer(eventlog, "orchestrator", await _elect(eventlog, "orchestrator", 10))
+    results = await writer.append([_create("a"), _create("b", expect=12345)], ClusterState())
+    assert all(isinstance(r, Conflict) for r in results)
+    assert await _names(eventlog) == []
+
+
+# -- the election, on a real KV lease ------------------------------------------------------------
+
+
+class Contender:
+    """One process's side of the election, in-process: own connection, own projection."""
+
+    def __init__(self, leadership: Leadership, projection: Projection) -> None:
+        self.leadership = leadership
+        self.projection = projection
+        self.leading = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.writer: Writer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def lead(self, writer: Writer) -> None:
+        self.writer = writer
+        self.leading.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.leading.clear()
+            self.stopped.set()
+
+
+@contextlib.asynccontextmanager
+async def contenders(nats: NatsServer, count: int, ttl_s: int = 1) -> AsyncIterator[
+        tuple[list[Contender], Callable[[Contender], Awaitable[None]]]]:
+    conns = []
+    out: list[Contender] = []
+    for i in range(count):
+        nc = await connect([nats.url], f"c{i}")
+        conns.append(nc)
+        await ensure_stream(nc, "SHOAL")
+        await ensure_bucket(nc)
+        log = JetStreamLog(nc, "SHOAL", ack_timeout=1.0)
+        projection = Projection(log)
+        await projection.start()
+        c = Contender(Leadership(Lease(nc, "orchestrator", f"c{i}", ttl_s=ttl_s), log, projection, "orchestrator"),
+                      projection)
+        c.task = asyncio.ensure_future(c.leadership.run(c.lead))
+        out.append(c)
+
+    async def crash(c: Contender) -> None:
+        """As `kill -9` would: the connection drops, nothing is released."""
+        assert c.task is not None
+        await conns[out.index(c)].close()
+        c.task.cancel()
+        await asyncio.gather(c.task, return_exceptions=True)
+
+    try:
+        yield out, crash
+    finally:
+        for c in out:
+            if c.task is not None:
+                c.task.cancel()
+                await asyncio.gather(c.task, return_exceptions=True)
+            await c.projection.stop()
+        for nc in conns:
+            await nc.close()
+
+
+async def _one_leader(cs: list[Contender], timeout_s: float = 10.0) -> Contender:
+    async with asyncio.timeout(timeout_s):
+        await asyncio.wait([asyncio.ensure_future(c.leading.wait()) for c in cs],
+                           return_when=asyncio.FIRST_COMPLETED)
+    leaders = [c for c in cs if c.leading.is_set()]
+    assert len(leaders) == 1, f"{len(leaders)} leaders"
+    return leaders[0]
+
+
+async def test_one_leader_then_a_standby_takes_over_after_a_crash(nats: NatsServer) -> None:
+    async with contenders(nats, 3) as (cs, crash):
+        first = await _one_leader(cs)
+        await asyncio.sleep(0.5)  # renewals keep it: no second leader appears
+        assert [c for c in cs if c.leading.is_set()] == [first]
+        await crash(first)
+        second = await _one_leader([c for c in cs if c is not first])
+        assert second.writer is not None and first.writer is not None
+        assert second.writer.term is not None and first.writer.term is not None
+        assert second.writer.term.term > first.writer.term.term
+        assert second.writer.actor == f"orchestrator:{second.writer.term.term}"  # the term, in every envelope
+        leaders = second.projection.state.leaders
+        assert leaders["orchestrator"].term == second.writer.term.term
+
+
+async def test_a_paused_ex_leader_is_deposed_and_its_late_write_refused(nats: NatsServer) -> None:
+    async with contenders(nats, 2) as (cs, _):
+        first = await _one_leader(cs)
+        old_writer = first.writer
+        assert old_writer is not None
+        # a pause longer than the TTL: the lease lapses and the standby wins, as if the leader froze
+        first.leadership.lease.ttl_s = 30  # it stops renewing in time
+        other = next(c for c in cs if c is not first)
+        async with asyncio.timeout(10):
+            await other.leading.wait()
+            await first.stopped.wait()  # it sees the newer term in the log and stops at once
+        with pytest.raises(Deposed):
+            await old_writer.append([_create("late")], first.projection.state)
+        assert "late" not in await _names(first.leadership.log)
+
+
+async def test_a_leader_that_stops_cleanly_hands_over_without_waiting_for_the_ttl(nats: NatsServer) -> None:
+    async with contenders(nats, 2, ttl_s=30) as (cs, _):
+        first = await _one_leader(cs)
+        assert first.task is not None
+        first.task.cancel()  # SIGTERM: the term ends and the lease is released
+        await asyncio.gather(first.task, return_exceptions=True)
+        second = await _one_leader([c for c in cs if c is not first], timeout_s=10)  # far less than the TTL
+        assert second is not first

@@ -56,6 +56,7 @@ from schemas.service import (
     TaskSpec,
 )
 from schemas.task import TaskState
+from services.cli.jointokens import write_join_tokens
 from services.cli.plan import STOP_AGENTS, Options, ProcessSpec, plan
 from services.cli.supervisor import Backoff, Supervisor
 from services.cli.up import prepare
@@ -88,7 +89,7 @@ def agent_spec(options: Options, i: int, nodes: int, heartbeat_s: float) -> Proc
     argv = (options.python, "-m", "services.agent", "--nats", options.nats_url, "--metrics-addr", "127.0.0.1:0",
             "--log-level", options.log_level, "--executor", "sim", "--nodes", str(nodes),
             "--state-dir", str(options.agent_dir(i)), "--hostname", f"sim{i}", "--labels", f"zone=z{i - 1}",
-            "--heartbeat", str(heartbeat_s))
+            "--heartbeat", str(heartbeat_s), "--token-file", str(options.token_file("worker")))
     return ProcessSpec(f"agent-{i}", argv, STOP_AGENTS)
 
 
@@ -100,7 +101,7 @@ class System:
 
 @contextlib.asynccontextmanager
 async def system(state_dir: Path, agents: int, nodes: int, nats_sync: str, heartbeat_s: float) -> AsyncIterator[System]:
-    base = free_ports(6)
+    base = free_ports(7)
     options = Options(state_dir=state_dir, agents=0, executor="sim", api_addr=f"127.0.0.1:{base + 2}",
                       nats_port=base, nats_monitor_port=base + 1, metrics_port=base + 3, nats_sync=nats_sync)
     prepare(options)
@@ -112,6 +113,7 @@ async def system(state_dir: Path, agents: int, nodes: int, nats_sync: str, heart
     await supervisor.start()
     try:
         await LocalCluster(options, supervisor).wait_api(60)
+        await write_join_tokens(options)
         yield System(supervisor, options)
     finally:
         await supervisor.stop()

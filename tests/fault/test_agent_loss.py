@@ -150,12 +150,13 @@ async def _forward(listen_host: str, listen_port: int, target_port: int) -> asyn
 
 
 @contextlib.asynccontextmanager
-async def agent_in(namespace: str, nats_url: str, state_dir: Path, hostname: str) -> AsyncIterator[None]:
+async def agent_in(namespace: str, nats_url: str, state_dir: Path, hostname: str, token_file: Path
+                   ) -> AsyncIterator[None]:
     log = (state_dir / "agent.log").open("ab")
     proc = await asyncio.create_subprocess_exec(
         "nsenter", f"--net=/var/run/netns/{namespace}", sys.executable, "-m", "services.agent",
         "--executor", "sim", "--nats", nats_url, "--state-dir", str(state_dir), "--hostname", hostname,
-        stdout=log, stderr=subprocess.STDOUT)
+        "--token-file", str(token_file), stdout=log, stderr=subprocess.STDOUT)
     try:
         yield
     finally:
@@ -172,7 +173,8 @@ async def test_an_agent_cut_off_by_a_network_partition(tmp_path: Path) -> None:
             agent_dir = tmp_path / "partitioned"
             agent_dir.mkdir()
             try:
-                async with agent_in(namespace, f"nats://{host_addr}:{port}", agent_dir, "cut"):
+                async with agent_in(namespace, f"nats://{host_addr}:{port}", agent_dir, "cut",
+                                    cluster.options.token_file("worker")):
                     await _node_state(cluster.api_url, "cut", "ready")
 
                     async def cut() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
+from services.kernel.config import env
 from services.kernel.lease import elect
 from services.kernel.metrics import ProjectionCollector
 from services.kernel.process import Runtime
@@ -28,15 +29,22 @@ NAME = "orchestrator"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--heartbeat-grace", type=float, default=None, metavar="SECONDS",
-                        help="mark a node down after this much silence (default: 3 of its heartbeat periods)")
-    parser.add_argument("--task-history-limit", type=int, default=DEFAULT_HISTORY_LIMIT, metavar="N",
-                        help="tasks kept per slot, the live one included; negative keeps all (default: %(default)s)")
-    parser.add_argument("--orphan-after", type=float, default=ORPHAN_AFTER_S, metavar="SECONDS",
-                        help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h)")
-    parser.add_argument("--rebalance", action="store_true",
+    # string defaults go through `type` too, so a bad environment value is a usage error, not a crash
+    parser.add_argument("--heartbeat-grace", type=float, default=env("SHOAL_HEARTBEAT_GRACE", "") or None,
+                        metavar="SECONDS",
+                        help="mark a node down after this much silence (default: 3 of its heartbeat periods; "
+                             "env SHOAL_HEARTBEAT_GRACE)")
+    parser.add_argument("--task-history-limit", type=int, metavar="N",
+                        default=env("SHOAL_TASK_HISTORY_LIMIT", str(DEFAULT_HISTORY_LIMIT)),
+                        help="tasks kept per slot, the live one included; negative keeps all "
+                             "(default: %(default)s; env SHOAL_TASK_HISTORY_LIMIT)")
+    parser.add_argument("--orphan-after", type=float, metavar="SECONDS",
+                        default=env("SHOAL_ORPHAN_AFTER", str(ORPHAN_AFTER_S)),
+                        help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h; "
+                             "env SHOAL_ORPHAN_AFTER)")
+    parser.add_argument("--rebalance", action="store_true", default=env("SHOAL_REBALANCE", "") in ("1", "true"),
                         help="rebalance every replicated service when nodes join or return, not only those "
-                             "labelled shoal.rebalance=true")
+                             "labelled shoal.rebalance=true (env SHOAL_REBALANCE=1)")
 
 
 def settings(args: argparse.Namespace) -> Settings:

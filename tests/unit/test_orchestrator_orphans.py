@@ -99,3 +99,15 @@ def test_orchestrator_flags_set_the_orphan_period_and_cluster_wide_rebalance() -
     assert settings(parser.parse_args([])) == Settings()
     assert settings(parser.parse_args(["--orphan-after", "2.5", "--rebalance"])) == Settings(
         orphan_after_ns=2_500_000_000, rebalance=True)
+
+
+def test_orchestrator_settings_come_from_the_environment_so_shoal_up_can_pass_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("SHOAL_ORPHAN_AFTER", "60"), ("SHOAL_REBALANCE", "1"), ("SHOAL_TASK_HISTORY_LIMIT", "2"),
+                        ("SHOAL_HEARTBEAT_GRACE", "7.5")):
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    args = parser.parse_args([])
+    assert (args.orphan_after, args.rebalance, args.task_history_limit, args.heartbeat_grace) == (60.0, True, 2, 7.5)
+    assert parser.parse_args(["--task-history-limit", "3"]).task_history_limit == 3, "a flag wins over the environment"

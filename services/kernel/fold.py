@@ -189,7 +189,7 @@ def _service_created(state: ClusterState, seq: int, env: Envelope, ev: ServiceCr
         created_at=env.time,
         updated_at=env.time,
         spec=ev.spec,
-        endpoint=Endpoint(spec=ev.spec.endpoint_spec),
+        endpoint=Endpoint(spec=ev.spec.endpoint_spec, ports=ev.ports),
         spec_version=Version(seq),
     )
     state.service_by_name[ev.spec.name] = ev.service_id
@@ -208,7 +208,7 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     automatic = ev.rollback and bool(ev.failed_task)
     svc.previous_spec, svc.spec = (None if automatic else svc.spec), ev.spec
     svc.version, svc.updated_at, svc.spec_version = Version(seq), env.time, Version(seq)
-    svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec)
+    svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec, ports=ev.ports)
     svc.update_status = None
     if ev.rollback:
         message = (f"update rolled back due to failure or early termination of task {ev.failed_task}"

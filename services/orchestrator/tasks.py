@@ -86,6 +86,7 @@ def create(service: Service, *, slot: int = 0, node_id: str = "",
         node_id=node_id,
         status=TaskStatus(state=TaskState.NEW, message="created"),
         desired_state=desired,
+        endpoint=service.endpoint,
     )
     return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id))
 

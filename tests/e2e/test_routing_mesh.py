@@ -11,6 +11,7 @@ import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,10 +47,10 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 async def _ready_nodes(cluster: LocalCluster, n: int) -> bool:
     nodes = await api_get(cluster.api_url, "/nodes")
-    return sum(node["Status"]["State"] == "ready" for node in nodes) == n
+    return bool(sum(node["Status"]["State"] == "ready" for node in nodes) == n)
 
 
-async def _tasks(cluster: LocalCluster, service: str, state: str = "running") -> list[dict[str, object]]:
+async def _tasks(cluster: LocalCluster, service: str, state: str = "running") -> list[dict[str, Any]]:
     tasks = await api_get(cluster.api_url, f"/tasks?filters={filters(service=service, desired_state='running')}")
     return [t for t in tasks if t["Status"]["State"] == state]
 

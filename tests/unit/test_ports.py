@@ -28,12 +28,17 @@ def _create(w: World, name: str, *ports: PortConfig) -> str:
     return name
 
 
+def _ports(w: World, name: str) -> list[PortConfig]:
+    endpoint = w.state.services[name].endpoint
+    return (endpoint.ports or []) if endpoint is not None else []
+
+
 def test_an_ingress_port_without_a_number_gets_the_lowest_free_one_of_swarms_range() -> None:
     w = World()
     _create(w, "a", PortConfig(target_port=80))
     _create(w, "b", PortConfig(target_port=80), PortConfig(target_port=53, protocol="udp"))
-    assert [p.published_port for p in w.state.services["a"].endpoint.ports or []] == [30000]
-    assert [(p.published_port, p.protocol, p.publish_mode) for p in w.state.services["b"].endpoint.ports or []] == [
+    assert [p.published_port for p in _ports(w, "a")] == [30000]
+    assert [(p.published_port, p.protocol, p.publish_mode) for p in _ports(w, "b")] == [
         (30001, "tcp", "ingress"), (30002, "udp", "ingress")]
     assert w.state.services["a"].spec.endpoint_spec == EndpointSpec(ports=[PortConfig(target_port=80)]), \
         "the spec stays as the user wrote it; the assigned number lives in Endpoint.Ports"

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from services.agent.ingress.metrics import BACKEND_FAILURES, BYTES, CONNECTIONS, UNROUTED
 from services.agent.ingress.rotation import RoundRobin
@@ -47,10 +48,9 @@ class _Flow(asyncio.DatagramProtocol):
             self.queued.append(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
         for data in self.queued:
-            transport.sendto(data)
+            self.transport.sendto(data)
         self.queued.clear()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
@@ -87,8 +87,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self._sweeper = loop.call_later(FLOW_IDLE_S / 2, self._sweep)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         flow = self.flows.get(addr) or self._new_flow(addr)

@@ -37,12 +37,16 @@ def node_ports(task: Task, free_port: FreePort) -> list[PortConfig] | None:
 
 
 def free_port_on(addr: str) -> FreePort:
-    """Asks the kernel for a free port on `addr`. Another process may take it before the task binds it;
-    the task then fails to listen, exits and is replaced with a fresh port."""
+    """Asks the kernel for a free port on `addr` (on any address when `addr` is not this machine's, as a
+    simulated node's may be). Another process may take the port before the task binds it; the task then
+    fails to listen, exits and is replaced with a fresh port."""
     def free(protocol: str) -> int:
         kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
         with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((addr, 0))
+            try:
+                s.bind((addr, 0))
+            except OSError:
+                s.bind(("", 0))
             port: int = s.getsockname()[1]
             return port
     return free

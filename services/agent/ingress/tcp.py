@@ -24,6 +24,7 @@ from services.agent.ingress.table import Backend, Route
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 2.0
+_REPORT_BYTES = 1 << 20
 Lookup = Callable[[], Route | None]
 """The port's route as the table holds it now."""
 
@@ -34,6 +35,8 @@ class _Side(asyncio.Protocol):
     def __init__(self, conn: _Connection, received: Counter | None) -> None:
         self.conn = conn
         self.received = received
+        self.unreported = 0
+        """Bytes not yet added to `received`: a counter update per chunk would cost a lock each time."""
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.eof = False
@@ -45,8 +48,14 @@ class _Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.write(data)
-            if self.received is not None:
-                self.received.inc(len(data))
+            self.unreported += len(data)
+            if self.unreported >= _REPORT_BYTES:
+                self.report()
+
+    def report(self) -> None:
+        if self.received is not None and self.unreported:
+            self.received.inc(self.unreported)
+        self.unreported = 0
 
     def eof_received(self) -> bool:
         """Half-close: pass the EOF on and keep the other direction open until it ends too."""
@@ -96,8 +105,10 @@ class _Connection:
             return
         self.closed = True
         for side in (self.client, self.backend):
-            if side is not None and side.transport is not None:
-                side.transport.close()
+            if side is not None:
+                side.report()
+                if side.transport is not None:
+                    side.transport.close()
         if self.backend is not None:
             ACTIVE.labels(service=self.service).dec()
         self.listener.connections.discard(self)

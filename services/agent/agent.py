@@ -144,7 +144,7 @@ def make_executor(config: AgentConfig, node_ids: list[str]) -> Executor:
     if config.executor == "sim":
         return SimExecutor(start_latency_s=config.sim_start_latency_s, failure_rate=config.sim_failure_rate)
     if config.executor == "docker":
-        return DockerExecutor(config.engine, node_ids)
+        return DockerExecutor(config.engine, node_ids, config.addr)
     return ProcessExecutor(config.state_dir, config.addr)
 
 

@@ -60,6 +60,11 @@ async def _create(cluster: LocalCluster, name: str, publish: str, replicas: int)
                  "--publish", publish, "--stop-grace-period", "2s", "busybox", "python3", "-c", SERVER)
 
 
+async def _metrics(cluster: LocalCluster, name: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(cluster.metrics_url(name)) as resp:
+        return await resp.text()
+
+
 async def _get(session: aiohttp.ClientSession, url: str) -> str:
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
         assert resp.status == 200
@@ -108,9 +113,21 @@ async def test_one_published_port_balances_across_replicas_on_every_node(cluster
         [local] = t["Status"]["PortStatus"]["Ports"]
         assert local["TargetPort"] == 80 and local["PublishedPort"] > 0
 
+    metrics = await _metrics(cluster, "agent-2")
+    forwarded = [line for line in metrics.splitlines()
+                 if line.startswith('shoal_ingress_connections_total{') and 'service="web"' in line]
+    assert sum(float(line.split()[-1]) for line in forwarded) >= 60, forwarded
+    assert len(forwarded) == 3, "one series per backend node"
+
     # Scale to 5: the new replicas get traffic.
     await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
     await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60, "5 replicas in rotation")
+
+    # Scale down to 2 under traffic: replicas leave rotation before they stop, so no request fails.
+    load = asyncio.get_running_loop().create_task(_spread(url, 150))
+    await docker(cluster.docker_host, "service", "scale", "--detach", "web=2")
+    await eventually(lambda: _serving(cluster, url, "web", 2), 60, "2 replicas in rotation")
+    assert sum((await load).values()) == 150
 
 
 async def test_killed_replica_loses_no_request_and_its_replacement_joins(cluster: LocalCluster) -> None:
@@ -159,6 +176,16 @@ async def test_published_port_of_another_service_is_refused(cluster: LocalCluste
     assert proc.returncode != 0
     assert (f"port '{port}' is already in use by service 'web' ({web['ID']}) as an ingress port"
             in err.decode()), err.decode()
+
+    # Published without a number: the lowest free port of 30000-32767, shown in Endpoint.Ports only.
+    await docker(cluster.docker_host, "service", "create", "--detach", "--name", "auto", "-p", "80",
+                 "busybox", "sleep", "60")
+    auto = json.loads(await docker(cluster.docker_host, "service", "inspect", "auto"))[0]
+    [assigned] = auto["Endpoint"]["Ports"]
+    assert 30000 <= assigned["PublishedPort"] <= 32767
+    assert auto["Spec"]["EndpointSpec"]["Ports"][0].get("PublishedPort", 0) == 0
+    ls = await docker(cluster.docker_host, "service", "ls", "--filter", "name=auto", "--format", "{{.Ports}}")
+    assert ls.strip() == f"*:{assigned['PublishedPort']}->80/tcp"
 
 
 async def test_host_mode_binds_the_published_port_on_each_node_and_a_third_replica_waits(

@@ -215,3 +215,49 @@ async def test_host_mode_binds_the_published_port_on_each_node_and_a_third_repli
         return len(pending) == 1 and "host-mode port already in use on 2 nodes" in str(pending[0]["Status"]["Err"])
 
     await eventually(third_pending, 30, "the third replica pending with the host-port reason")
+
+
+UDP_ECHO = """
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((os.environ["SHOAL_NODE_ADDR"], int(os.environ["SHOAL_PORT_53"])))
+while True:
+    data, client = s.recvfrom(2048)
+    s.sendto(os.path.basename(os.getcwd()).encode(), client)
+"""
+
+
+class _Reply(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.answer.done():
+            self.answer.set_result(data)
+
+
+async def _ask_udp(addr: str, port: int) -> str | None:
+    """One datagram from a fresh client address (a new flow); the answer, or None if none came."""
+    transport, reply = await asyncio.get_running_loop().create_datagram_endpoint(_Reply, remote_addr=(addr, port))
+    try:
+        transport.sendto(b"who")
+        return (await asyncio.wait_for(reply.answer, 1)).decode()
+    except TimeoutError:
+        return None
+    finally:
+        transport.close()
+
+
+async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
+    port = free_ports(1)
+    await docker(cluster.docker_host, "service", "create", "--detach", "--name", "dns", "--replicas", "3",
+                 "--publish", f"published={port},target=53,protocol=udp", "busybox", "python3", "-c", UDP_ECHO)
+
+    async def every_replica_answers() -> bool:
+        running = {t["ID"] for t in await _tasks(cluster, "dns")}
+        answers = {await _ask_udp("127.0.0.3", port) for _ in range(6)}
+        return len(running) == 3 and answers == running
+
+    await eventually(every_replica_answers, 60, "3 UDP replicas answer through 127.0.0.3")
+    ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
+    assert ls.strip() == f"*:{port}->53/udp"

@@ -119,9 +119,13 @@ async def test_one_published_port_balances_across_replicas_on_every_node(cluster
     assert sum(float(line.split()[-1]) for line in forwarded) >= 60, forwarded
     assert len(forwarded) == 3, "one series per backend node"
 
-    # Scale to 5: the new replicas get traffic.
-    await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
-    await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60, "5 replicas in rotation")
+    # Scale to 5: the new replicas get traffic, and a keep-alive connection opened before keeps its replica.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as kept:
+        before = await _get(kept, url)
+        await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
+        await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60,
+                         "5 replicas in rotation")
+        assert [await _get(kept, url) for _ in range(5)] == [before] * 5, "the connection in flight is untouched"
 
     # Scale down to 2 under traffic: replicas leave rotation before they stop, so no request fails.
     load = asyncio.get_running_loop().create_task(_spread(url, 150))

@@ -265,3 +265,24 @@ async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
     await eventually(every_replica_answers, 60, "3 UDP replicas answer through 127.0.0.3")
     ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
     assert ls.strip() == f"*:{port}->53/udp"
+
+
+async def test_publishing_another_port_moves_the_listener_on_every_node(cluster: LocalCluster) -> None:
+    old, new = free_ports(1), free_ports(1)
+    await _create(cluster, "web", f"{old}:80", 2)
+    await eventually(lambda: _serving(cluster, f"http://127.0.0.1:{old}/", "web", 2), 60, "2 replicas on the old port")
+    await docker(cluster.docker_host, "service", "update", "--detach", "--publish-rm", "80",
+                 "--publish-add", f"{new}:80", "web")
+
+    async def moved() -> bool:
+        if not await _serving(cluster, f"http://127.0.0.2:{new}/", "web", 2):
+            return False
+        try:
+            await _spread(f"http://127.0.0.2:{old}/", 1)
+        except aiohttp.ClientError:
+            return True  # the old port is closed
+        return False
+
+    await eventually(moved, 60, "the new port answers and the old one is closed")
+    ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
+    assert ls.strip() == f"*:{new}->80/tcp"

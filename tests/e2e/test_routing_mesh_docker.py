@@ -48,7 +48,7 @@ def _remove_containers(engine: str, nodes: list[str]) -> None:
             subprocess.run(["docker", "rm", "-f", *ids], env=env, capture_output=True, check=False)
 
 
-async def test_busybox_httpd_replicas_share_one_published_port(cluster: LocalCluster) -> None:
+async def test_busybox_httpd_replicas_share_one_published_port(cluster: LocalCluster, engine: str) -> None:
     port = free_ports(1)
     await docker(cluster.docker_host, "service", "create", "--detach", "--name", "web", "--replicas", "3",
                  "--publish", f"{port}:80", "shoal-busybox:test", "sh", "-c", HTTPD)
@@ -71,6 +71,14 @@ async def test_busybox_httpd_replicas_share_one_published_port(cluster: LocalClu
     answers = await _spread(f"http://127.0.0.1:{port}/", 30)
     assert set(answers) == await local_ports()
     assert all(n == 10 for n in answers.values()), answers
+
+    # A container killed behind the engine's back: requests keep being answered by the others.
+    tasks = await api_get(cluster.api_url, f"/tasks?filters={filters(service='web', desired_state='running')}")
+    task_id = next(t["ID"] for t in tasks if t["Status"]["State"] == "running")
+    await docker(engine, "kill", (await docker(engine, "ps", "-q", "--filter",
+                                               f"label=com.docker.swarm.task.id={task_id}")).strip())
+    assert sum((await _spread(f"http://127.0.0.3:{port}/", 30)).values()) == 30
+    await eventually(all_answer, 90, "the replacement container joins the rotation")
 
 
 async def _spread(url: str, n: int) -> Counter[str]:

@@ -106,7 +106,11 @@ class Agent:
         await self.worker.begin(await self.executor.list())
 
     def _ports_for(self, task: Task) -> list[PortConfig] | None:
-        return node_ports(task, free_port_on(self._addrs.get(task.node_id, "127.0.0.1")))
+        try:
+            return node_ports(task, free_port_on(self._addrs.get(task.node_id, "127.0.0.1")))
+        except OSError as e:  # no free port: the task runs, unreachable through the mesh, and says why
+            log.warning("no free port for a task's published ports", extra={"task_id": task.id, "error": str(e)})
+            return None
 
     def _on_event(self, seq: int, env: msgspec.Struct) -> None:
         if not isinstance(env, Envelope):

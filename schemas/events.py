@@ -11,7 +11,7 @@ import msgspec
 
 from schemas.base import Fact
 from schemas.node import NodeDescription, NodeSpec
-from schemas.service import ServiceSpec, UpdateStatus
+from schemas.service import PortConfig, ServiceSpec, UpdateStatus
 from schemas.task import Task, TaskState, TaskStatus
 
 SCHEMA_VERSION = 1
@@ -63,8 +63,11 @@ class NodeRemoved(Event, frozen=True):
 
 
 class ServiceCreated(Event, frozen=True):
+    """`Ports` are the endpoint's ports with every PublishedPort assigned (the spec may leave it 0)."""
+
     service_id: str = msgspec.field(name="ServiceID")
     spec: ServiceSpec
+    ports: list[PortConfig] | None = None
 
 
 class ServiceUpdated(Event, frozen=True):
@@ -75,6 +78,7 @@ class ServiceUpdated(Event, frozen=True):
     spec: ServiceSpec
     rollback: bool = False
     failed_task: str = ""
+    ports: list[PortConfig] | None = None
 
 
 class ServiceRemoved(Event, frozen=True):

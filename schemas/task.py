@@ -11,7 +11,7 @@ import enum
 import msgspec
 
 from schemas.base import Labels, Record, Version, Wire
-from schemas.service import PortConfig, TaskSpec
+from schemas.service import Endpoint, PortConfig, TaskSpec
 
 
 class TaskState(enum.StrEnum):
@@ -100,3 +100,6 @@ class Task(Record):
     status: TaskStatus = msgspec.field(default_factory=TaskStatus)
     desired_state: TaskState = TaskState.RUNNING
     job_iteration: Version | None = None
+    endpoint: Endpoint | None = None
+    """The service's endpoint when the task was created (swarmkit's Task.Endpoint): the agent, which
+    never reads services, learns from it which ports to give the task."""

@@ -32,6 +32,8 @@ from schemas.events import (
     TaskRemoved,
     TaskStatusChanged,
 )
+from schemas.service import PortConfig
+from schemas.task import Task
 from services.agent.admission import EXIT_REFUSED, JoinRefused
 from services.agent.config import AgentConfig
 from services.agent.executor import Executor
@@ -40,8 +42,10 @@ from services.agent.executors.process import ProcessExecutor
 from services.agent.executors.sim import SimExecutor
 from services.agent.heartbeat import Publish, beat
 from services.agent.identity import Identity, identities
+from services.agent.ingress.mesh import Mesh
 from services.agent.join import join
 from services.agent.log_server import LogServer
+from services.agent.ports import free_port_on, node_ports
 from services.agent.reporter import Reporter
 from services.agent.worker import Worker
 from services.kernel import subjects
@@ -62,7 +66,7 @@ _FLUSH_ON_STOP_S = 2.0
 class Agent:
     def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
                  heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "",
-                 token_file: Path | None = None) -> None:
+                 token_file: Path | None = None, ingress: bool = False) -> None:
         self.log = eventlog
         self.publish = publish
         self.nodes = list(nodes)
@@ -80,7 +84,10 @@ class Agent:
             snapshot_name=f"agent-{first}",
         )
         self.reporter = Reporter(eventlog, self.projection)
-        self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of)
+        self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of, self._ports_for)
+        self.mesh = (Mesh(eventlog, [n.addr for n in nodes], snapshots=snapshots, snapshot_name=f"ingress-{first}")
+                     if ingress else None)
+        self._addrs = {n.node_id: n.addr for n in nodes}
 
     async def run(self) -> None:
         """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused."""
@@ -90,6 +97,8 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(beat(self.publish, [n.node_id for n in self.nodes], self.heartbeat_s))
                 tg.create_task(self.reporter.run())
+                if self.mesh is not None:
+                    tg.create_task(self.mesh.run())
                 await self._follow()
         finally:
             await self._stop()
@@ -103,6 +112,13 @@ class Agent:
         # Registered before the next await, so no entry is applied unseen.
         self.projection.listeners.append(self._on_event)
         await self.worker.begin(await self.executor.list())
+
+    def _ports_for(self, task: Task) -> list[PortConfig] | None:
+        try:
+            return node_ports(task, free_port_on(self._addrs.get(task.node_id, "127.0.0.1")))
+        except OSError as e:  # no free port: the task runs, unreachable through the mesh, and says why
+            log.warning("no free port for a task's published ports", extra={"task_id": task.id, "error": str(e)})
+            return None
 
     def _on_event(self, seq: int, env: msgspec.Struct) -> None:
         if not isinstance(env, Envelope):
@@ -142,8 +158,8 @@ def make_executor(config: AgentConfig, node_ids: list[str]) -> Executor:
     if config.executor == "sim":
         return SimExecutor(start_latency_s=config.sim_start_latency_s, failure_rate=config.sim_failure_rate)
     if config.executor == "docker":
-        return DockerExecutor(config.engine, node_ids)
-    return ProcessExecutor(config.state_dir)
+        return DockerExecutor(config.engine, node_ids, config.addr)
+    return ProcessExecutor(config.state_dir, config.addr)
 
 
 async def _engine_info(config: AgentConfig) -> dict[str, Any] | None:
@@ -166,7 +182,7 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     nodes = identities(config, await _engine_info(config))
     executor = make_executor(config, [n.node_id for n in nodes])
     agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
-                  token=config.token, token_file=config.token_file)
+                  token=config.token, token_file=config.token_file, ingress=config.ingress)
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)

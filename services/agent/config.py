@@ -86,6 +86,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="sim only: CPUs each simulated node advertises (env SHOAL_SIM_CPUS)")
     parser.add_argument("--sim-memory", type=memory_bytes, default=memory_bytes(env("SHOAL_SIM_MEMORY", "8G")),
                         help="sim only: memory each simulated node advertises, e.g. 8G (env SHOAL_SIM_MEMORY)")
+    parser.add_argument("--ingress", choices=("auto", "on", "off"), default=env("SHOAL_INGRESS", "auto"),
+                        help="listen on ingress-published ports on --addr (the routing mesh); auto: on "
+                             "unless --executor sim (env SHOAL_INGRESS)")
 
 
 def _path(text: str) -> Path | None:
@@ -111,6 +114,7 @@ class AgentConfig:
     token_file: Path | None = None
     generic_resources: tuple[str, ...] = ()
     """Advertised on every node of this agent (`kind=count` or `kind=name`), over what the engine reports."""
+    ingress: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:
@@ -133,4 +137,5 @@ class AgentConfig:
             sim_failure_rate=args.sim_failure_rate,
             sim_cpus=args.sim_cpus,
             sim_memory_bytes=args.sim_memory,
+            ingress=args.ingress == "on" or (args.ingress == "auto" and args.executor != "sim"),
         )

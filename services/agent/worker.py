@@ -21,9 +21,11 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from schemas.task import RANK, ContainerStatus, Task, TaskState, TaskStatus
-from services.agent.executor import Container, Executor, ExecutorError, Phase, newer
+from schemas.service import PortConfig
+from schemas.task import RANK, ContainerStatus, PortStatus, Task, TaskState, TaskStatus
+from services.agent.executor import Container, Executor, ExecutorError, Phase, newer, stop_grace_s
 from services.agent.metrics import EXECUTOR_ERRORS, EXECUTOR_OPS, TASKS_RUNNING
+from services.agent.ports import DRAIN_S
 from services.agent.progress import Op, Step, failed, next_step
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 Report = Callable[[Task, TaskStatus], None]
 TraceOf = Callable[[Task], Context | None]
 """The trace a task's executor work continues (None: not traced)."""
+PortsFor = Callable[[Task], list[PortConfig] | None]
+"""The node-local ports a task is reached on (`ports.node_ports`); None: it publishes none."""
 
 _MAX_BACKOFF_S = 10.0
 _EXECUTOR_OPS = (Op.PREPARE, Op.START, Op.STOP, Op.REMOVE)
@@ -40,7 +44,7 @@ _tracer = trace.get_tracer("shoal.agent")
 class _Slot:
     """One task as this agent drives it."""
 
-    __slots__ = ("backoff", "container", "gone", "op", "op_kind", "retry", "status", "task")
+    __slots__ = ("backoff", "container", "drained", "gone", "op", "op_kind", "retry", "status", "task")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -54,13 +58,17 @@ class _Slot:
         self.backoff = 0.0
         self.gone = False
         """The task left the cluster: its container is removed, then the slot."""
+        self.drained = False
+        """Its stop waited for the routing mesh to take it out of rotation."""
 
 
 class Worker:
-    def __init__(self, executor: Executor, report: Report, trace_of: TraceOf | None = None) -> None:
+    def __init__(self, executor: Executor, report: Report, trace_of: TraceOf | None = None,
+                 ports_for: PortsFor | None = None) -> None:
         self.executor = executor
         self.report = report
         self.trace_of = trace_of
+        self.ports_for = ports_for
         self.slots: dict[str, _Slot] = {}
         self._ready = False
         self._closing = False
@@ -152,7 +160,8 @@ class Worker:
             elif step.op in (Op.IDLE, Op.WAIT):
                 return
             else:
-                self._perform(slot, step)
+                if not (step.op is Op.STOP and self._drain(slot)):
+                    self._perform(slot, step)
                 return
 
     def _view(self, slot: _Slot) -> Task:
@@ -166,8 +175,25 @@ class Worker:
         container_status = (ContainerStatus(container_id=c.container_id, pid=c.pid, exit_code=c.exit_code)
                             if c is not None else slot.status.container_status)
         slot.status = TaskStatus(state=step.state, message=step.message, err=step.err,
-                                 container_status=container_status)
+                                 container_status=container_status, port_status=self._ports(slot, step.state))
         self.report(slot.task, slot.status)
+
+    def _ports(self, slot: _Slot, state: TaskState) -> PortStatus:
+        """Chosen once, as the task starts preparing, so the executor can hand them to the task."""
+        kept = slot.status.port_status
+        if kept.ports is not None or state is not TaskState.PREPARING or self.ports_for is None:
+            return kept
+        return PortStatus(ports=self.ports_for(slot.task))
+
+    def _drain(self, slot: _Slot) -> bool:
+        """A task reached through the routing mesh keeps running a moment after it is desired down, so
+        every node's ingress stops sending it requests first (True: the stop is deferred)."""
+        if slot.drained or not slot.status.port_status.ports:
+            return False
+        slot.drained = True
+        delay = min(DRAIN_S, stop_grace_s(slot.task))
+        slot.retry = asyncio.get_running_loop().call_later(delay, self._retry, slot)
+        return True
 
     def _advance(self, slot: _Slot, step: Step) -> None:
         """Report an operation's outcome, unless the task moved past it meanwhile."""

@@ -27,6 +27,7 @@ from schemas.service import Service, ServiceSpec
 from services.api.errors import AlreadyExists, OutOfSequence, Unavailable, Unimplemented, failed_precondition, rpc
 from services.api.lookup import find_node, find_service
 from services.api.modes import mode_name
+from services.api.ports import assign
 from services.api.validation import normalize_service_spec, validate_service_spec
 from services.kernel import subjects
 from services.kernel.state import ClusterState
@@ -60,7 +61,7 @@ def create_service(state: ClusterState, service_id: str, spec: ServiceSpec) -> I
     """`spec` is validated and normalized already (it does not depend on the state)."""
     _check_name_free(state, spec.name)
     return Intent(
-        ServiceCreated(service_id=service_id, spec=spec),
+        ServiceCreated(service_id=service_id, spec=spec, ports=assign(state, service_id, spec)),
         expect_seq=state.last_service_spec_seq,
         expect_subject=subjects.SERVICE_SPECS,
     )
@@ -74,9 +75,12 @@ def update_service(state: ClusterState, ref: str, version: int, spec: ServiceSpe
     new = _previous_spec(svc) if rollback else _prepared(spec, svc)
     if mode_name(new) != mode_name(svc.spec):
         raise Unimplemented(rpc("Unimplemented", "service mode change is not allowed"))
-    event = ServiceUpdated(service_id=svc.id, spec=new, rollback=rollback)
-    if new.name != svc.spec.name:
-        _check_name_free(state, new.name)
+    ports = assign(state, svc.id, new, svc)
+    event = ServiceUpdated(service_id=svc.id, spec=new, rollback=rollback, ports=ports)
+    if new.name != svc.spec.name or ports != (svc.endpoint.ports if svc.endpoint else None):
+        # Names and published ports are unique across services: checked against every service's spec.
+        if new.name != svc.spec.name:
+            _check_name_free(state, new.name)
         return Intent(event, expect_seq=state.last_service_spec_seq, expect_subject=subjects.SERVICE_SPECS)
     return Intent(event, expect_seq=version, expect_subject=subjects.service_all(svc.id))
 

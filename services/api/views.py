@@ -18,6 +18,7 @@ from schemas.service import ContainerSpec, Endpoint, Service, ServiceStatus
 from schemas.task import Task, TaskState
 from services.api import modes, registry_auth
 from services.api.defaults import insert_defaults
+from services.kernel.ports import endpoint_ports
 from services.kernel.redact import public_task
 from services.kernel.state import ClusterState
 
@@ -31,17 +32,9 @@ def service_view(svc: Service, *, status: ServiceStatus | None = None, defaults:
 
 
 def _endpoint(svc: Service) -> Endpoint:
-    """The CLI's PORTS column reads `Endpoint.Ports`, which swarmkit fills in from the spec; ports
-    published without a number are left out, as Shoal does not allocate ingress ports."""
+    """The CLI's PORTS column reads `Endpoint.Ports`: the ports with their assigned numbers."""
     endpoint = svc.endpoint or Endpoint(spec=svc.spec.endpoint_spec)
-    if endpoint.ports is not None or endpoint.spec is None or not endpoint.spec.ports:
-        return endpoint
-    ports = [
-        replace(p, protocol=p.protocol or "tcp", publish_mode=p.publish_mode or "ingress")
-        for p in endpoint.spec.ports
-        if p.published_port
-    ]
-    return replace(endpoint, ports=ports or None)
+    return replace(endpoint, ports=endpoint_ports(endpoint) or None)
 
 
 def service_status(state: ClusterState, svc: Service) -> ServiceStatus:

@@ -196,7 +196,7 @@ def _service_created(state: ClusterState, seq: int, env: Envelope, ev: ServiceCr
         created_at=env.time,
         updated_at=env.time,
         spec=ev.spec,
-        endpoint=Endpoint(spec=ev.spec.endpoint_spec),
+        endpoint=Endpoint(spec=ev.spec.endpoint_spec, ports=ev.ports),
         job_status=_job_status(ev.spec, -1, env.time),
         spec_version=Version(seq),
     )
@@ -216,7 +216,7 @@ def _service_updated(state: ClusterState, seq: int, env: Envelope, ev: ServiceUp
     automatic = ev.rollback and bool(ev.failed_task)
     svc.previous_spec, svc.spec = (None if automatic else svc.spec), ev.spec
     svc.version, svc.updated_at, svc.spec_version = Version(seq), env.time, Version(seq)
-    svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec)
+    svc.endpoint = Endpoint(spec=ev.spec.endpoint_spec, ports=ev.ports)
     svc.job_status = _job_status(ev.spec, svc.job_status.job_iteration.index if svc.job_status else -1, env.time)
     svc.update_status = None
     if ev.rollback:

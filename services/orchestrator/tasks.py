@@ -89,6 +89,7 @@ def create(service: Service, *, slot: int = 0, node_id: str = "",
         status=TaskStatus(state=TaskState.NEW, message="created"),
         desired_state=desired,
         job_iteration=service.job_status.job_iteration if service.job_status is not None else None,
+        endpoint=service.endpoint,
     )
     return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id))
 

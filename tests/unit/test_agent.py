@@ -23,7 +23,7 @@ from schemas.events import (
     TaskStatusChanged,
 )
 from schemas.heartbeat import Heartbeat
-from schemas.service import ContainerSpec, ServiceSpec, TaskSpec
+from schemas.service import ContainerSpec, Endpoint, PortConfig, ServiceSpec, TaskSpec
 from schemas.task import Task, TaskState, TaskStatus
 from services.agent.agent import Agent
 from services.agent.config import AgentConfig
@@ -87,10 +87,11 @@ class Harness:
         await Writer(self.log, actor).append([Intent(e) for e in events], self.view.state)  # type: ignore[arg-type]
         await self.view.wait_for(len(self.log.entries))
 
-    async def assign(self, node_id: str, *env: str, desired: TaskState = S.RUNNING) -> str:
+    async def assign(self, node_id: str, *env: str, desired: TaskState = S.RUNNING,
+                     endpoint: Endpoint | None = None) -> str:
         spec = TaskSpec(container_spec=ContainerSpec(image="busybox", env=list(env) or None))
         task = Task(id=new_id(), service_id=self.service_id, slot=1, spec=spec, desired_state=desired,
-                    status=TaskStatus(state=S.PENDING, message="pending task scheduling"))
+                    status=TaskStatus(state=S.PENDING, message="pending task scheduling"), endpoint=endpoint)
         await self.append("orchestrator", TaskCreated(task=task))
         await self.append("scheduler", TaskAssigned(task=task, node_id=node_id))
         return task.id
@@ -264,3 +265,20 @@ async def test_many_nodes_one_agent_ignores_other_nodes(h: Harness) -> None:
     await asyncio.sleep(0.05)
     assert h.task(foreign).status.state is S.ASSIGNED and foreign not in h.world.tasks
     assert agent.projection.filter == f"{subjects.PREFIX}.task.>"
+
+
+async def test_a_task_publishing_ports_gets_a_local_port_and_leaves_the_mesh_before_it_stops(h: Harness) -> None:
+    agent = await h.start_agent()
+    endpoint = Endpoint(ports=[PortConfig(protocol="tcp", target_port=80, published_port=8080,
+                                          publish_mode="ingress")])
+    task_id = await h.assign(node_of(agent), endpoint=endpoint)
+    task = await h.until_state(task_id, S.RUNNING)
+    [local] = task.status.port_status.ports or []
+    assert local.target_port == 80 and local.published_port not in (None, 0, 8080), "a node-local port"
+    assert all(r.port_status.ports == [local] for r in h.reports(task_id)[1:]), "chosen once, kept in every report"
+
+    await h.desire(task_id, S.SHUTDOWN)
+    await h.until(lambda: agent.projection.state.tasks[task_id].desired_state is S.SHUTDOWN)
+    assert agent.worker.slots[task_id].drained, "the stop waits for the mesh"
+    assert h.world.tasks[task_id].container.phase is Phase.RUNNING
+    await h.until_state(task_id, S.SHUTDOWN)

@@ -30,6 +30,7 @@ from schemas.service import ContainerSpec
 from schemas.task import Task
 from services.agent.executor import Container, ExecutorError, Health, NoSuchContainer, OnChange, Phase, stop_grace_s
 from services.agent.executors.docker_logs import container_logs
+from services.agent.ports import port_env
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,18 @@ def labels(task: Task) -> dict[str, str]:
     }
 
 
-def create_config(task: Task) -> dict[str, Any]:
-    """The engine's container config for a task: a pure translation, so it is tested without an engine."""
+def create_config(task: Task, addr: str = "127.0.0.1") -> dict[str, Any]:
+    """The engine's container config for a task: a pure translation, so it is tested without an engine.
+
+    A task that publishes ports runs in the host's network (Shoal's engines have no bridge): it listens
+    on the node-local port its environment names (`services/agent/ports.py`), which the mesh reaches."""
     spec = task.spec.container_spec or ContainerSpec()
+    ports = port_env(task, addr)
     resources = task.spec.resources
     limits = resources.limits if resources else None
     reservations = resources.reservations if resources else None
-    host: dict[str, Any] = {"NetworkMode": "none", "RestartPolicy": {"Name": "no"}, "Init": spec.init}
+    host: dict[str, Any] = {"NetworkMode": "host" if ports else "none", "RestartPolicy": {"Name": "no"},
+                            "Init": spec.init}
     if limits and limits.nano_cpus:
         host["NanoCpus"] = limits.nano_cpus
     if limits and limits.memory_bytes:
@@ -77,7 +83,7 @@ def create_config(task: Task) -> dict[str, Any]:
     config: dict[str, Any] = {
         "Image": spec.image,
         "Labels": labels(task),
-        "Env": spec.env or [],
+        "Env": [*(spec.env or []), *(f"{k}={v}" for k, v in ports.items())],
         "Hostname": spec.hostname or "",
         "User": spec.user or "",
         "WorkingDir": spec.dir or "",
@@ -161,9 +167,10 @@ def _message(e: DockerError) -> str:
 class DockerExecutor:
     kind = "docker"
 
-    def __init__(self, engine: str, node_ids: list[str]) -> None:
+    def __init__(self, engine: str, node_ids: list[str], addr: str = "127.0.0.1") -> None:
         self.engine = engine
         self.node_ids = node_ids
+        self.addr = addr
         self.docker = aiodocker.Docker(url=engine)
         self._ids: dict[str, str] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -196,7 +203,7 @@ class DockerExecutor:
             return await self._created_before(task, e)
 
     async def _create(self, task: Task) -> Container:
-        created = await self.docker.containers.create(create_config(task), name=container_name(task))
+        created = await self.docker.containers.create(create_config(task, self.addr), name=container_name(task))
         self._ids[task.id] = created.id
         return Container(task_id=task.id, node_id=task.node_id, phase=Phase.CREATED, container_id=created.id)
 

@@ -44,6 +44,7 @@ from schemas.service import ContainerSpec
 from schemas.task import Task
 from services.agent.executor import Container, ExecutorError, NoSuchContainer, OnChange, Phase, stop_grace_s
 from services.agent.executors import logfiles, procfs
+from services.agent.ports import port_env
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ class _Watch:
 class ProcessExecutor:
     kind = "process"
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, addr: str = "127.0.0.1") -> None:
         self.root = (state_dir / "tasks").absolute()  # the wrapper changes directory before using it
+        self.addr = addr
+        """The node's address, where a task that publishes ports is told to listen."""
         self._watched: dict[str, _Watch] = {}
         self._on_change: OnChange | None = None
         self._checkpoints = logfiles.Checkpoints()
@@ -85,7 +88,7 @@ class ProcessExecutor:
 
     async def prepare(self, task: Task) -> Container:
         d = self._dir(task.id)
-        _command(task, d)
+        _command(task, d, self.addr)
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "task.json").exists():
             # Written whole or not at all: `list()` treats the file as the container's existence.
@@ -103,7 +106,7 @@ class ProcessExecutor:
             return await self.adopt(current)
         if current.phase is Phase.EXITED:
             return current
-        argv, env, cwd = _command(task, d)
+        argv, env, cwd = _command(task, d, self.addr)
         wrapper, started = _spawn(d, argv, env, cwd)
         watch = self._watch(current, wrapper, started)
         if watch is None:
@@ -285,14 +288,14 @@ def _bury(d: Path, wrapper: int) -> int:
     return code
 
 
-def _command(task: Task, task_dir: Path) -> tuple[list[str], dict[str, str], str]:
+def _command(task: Task, task_dir: Path, addr: str) -> tuple[list[str], dict[str, str], str]:
     """argv, environment and working directory; a spec that cannot run here is rejected."""
     spec = task.spec.container_spec or ContainerSpec()
     argv = [*(spec.command or []), *(spec.args or [])]
     if not argv:
         raise ExecutorError("task: the process executor needs a command: give the service a command or args "
                             "(the image is not used)")
-    env = dict(os.environ)
+    env = dict(os.environ) | port_env(task, addr)
     for item in spec.env or ():
         key, sep, value = item.partition("=")
         if sep:

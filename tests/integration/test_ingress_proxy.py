@@ -1,0 +1,145 @@
+"""The mesh's forwarding shells on loopback sockets: real listeners, real backends, a route the test
+changes under them as the event log would."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+
+from services.agent.ingress.rotation import RoundRobin
+from services.agent.ingress.table import Backend, Route
+from services.agent.ingress.tcp import TcpListener
+from services.agent.ingress.udp import UdpListener
+from tests.cluster import free_ports
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _echo_server(name: str) -> tuple[asyncio.Server, int]:
+    """Answers each line with `<name>:<line>`; one connection may send many lines."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(f"{name}:".encode() + line)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class _Routes:
+    def __init__(self) -> None:
+        self.route: Route | None = None
+
+    def set(self, port: int, *backends: tuple[str, int]) -> None:
+        self.route = Route("tcp", port, "svc", "web",
+                           tuple(Backend("n1", name, "127.0.0.1", p) for name, p in backends))
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[dict[str, int]]:
+    servers = {name: await _echo_server(name) for name in ("a", "b")}
+    yield {name: port for name, (_, port) in servers.items()}
+    for server, _ in servers.values():
+        server.close()
+        await server.wait_closed()
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str) -> str:
+    writer.write(text.encode() + b"\n")
+    return (await reader.readline()).decode().strip()
+
+
+async def test_tcp_connections_alternate_skip_a_refusing_backend_and_survive_route_changes(
+        backends: dict[str, int]) -> None:
+    routes = _Routes()
+    port = free_ports(1)
+    closed = free_ports(1, "127.0.0.1")  # nothing listens there: refused
+    routes.set(port, ("a", backends["a"]), ("dead", closed), ("b", backends["b"]))
+    listener = TcpListener("127.0.0.1", port, lambda: routes.route, RoundRobin())
+    await listener.open()
+    try:
+        answers = []
+        for _ in range(6):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            answers.append((await _ask(reader, writer, "hi")).split(":")[0])
+            writer.close()
+        assert answers == ["a", "b", "b", "a", "b", "b"], "every connection answered; dead's turns go to the next"
+
+        # A connection in flight keeps its backend while the route changes and the port is retired.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        first = await _ask(reader, writer, "1")
+        routes.set(port, ("b", backends["b"]), ("a", backends["a"]))
+        listener.retire()
+        assert (await _ask(reader, writer, "2")).split(":")[0] == first.split(":")[0]
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    finally:
+        await listener.close()
+
+
+async def test_tcp_closes_the_client_when_no_backend_answers() -> None:
+    routes = _Routes()
+    port = free_ports(1)
+    routes.set(port, ("dead", free_ports(1)))
+    listener = TcpListener("127.0.0.1", port, lambda: routes.route, RoundRobin())
+    await listener.open()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        await listener.close()
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(self.name.encode() + b":" + data, addr)
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.replies.put_nowait(data)
+
+
+async def test_udp_flows_stick_to_a_backend_and_replies_come_back() -> None:
+    loop = asyncio.get_running_loop()
+    echoes = [await loop.create_datagram_endpoint(functools.partial(_UdpEcho, n), local_addr=("127.0.0.1", 0))
+              for n in ("a", "b")]
+    ports = [t.get_extra_info("sockname")[1] for t, _ in echoes]
+    port = free_ports(1)
+    route = Route("udp", port, "svc", "dns",
+                  tuple(Backend("n1", n, "127.0.0.1", p) for n, p in zip("ab", ports, strict=True)))
+    listener = UdpListener("127.0.0.1", port, lambda: route, RoundRobin())
+    await listener.open()
+    clients = [await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port)) for _ in range(2)]
+    try:
+        seen: list[bytes] = []
+        for transport, client in clients:
+            for i in range(3):
+                transport.sendto(f"q{i}".encode())
+            replies = [await asyncio.wait_for(client.replies.get(), 10) for _ in range(3)]
+            names = {r.split(b":")[0] for r in replies}
+            assert len(names) == 1, "one flow, one backend"
+            seen.extend(names)
+        assert sorted(seen) == [b"a", b"b"], "two flows, two backends"
+    finally:
+        for transport, _ in [*clients, *echoes]:
+            transport.close()
+        await listener.close()

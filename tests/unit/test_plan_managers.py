@@ -16,10 +16,10 @@ def _options(tmp_path: Path) -> Options:
     return Options(state_dir=tmp_path, agents=2, executor="sim", managers=3, metrics_port=9500)
 
 
-def test_three_servers_then_three_of_each_manager_process_then_the_agents(tmp_path: Path) -> None:
+def test_three_servers_then_three_of_each_manager_process_then_the_agents_then_the_audit(tmp_path: Path) -> None:
     names = [s.name for s in plan(_options(tmp_path))]
     assert names == ["nats-1", "nats-2", "nats-3", "api-1", "api-2", "api-3", "orchestrator-1", "orchestrator-2",
-                     "orchestrator-3", "scheduler-1", "scheduler-2", "scheduler-3", "agent-1", "agent-2"]
+                     "orchestrator-3", "scheduler-1", "scheduler-2", "scheduler-3", "agent-1", "agent-2", "audit"]
 
 
 def test_every_process_knows_every_server_and_the_stream_is_replicated(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_each_api_listens_on_its_own_port_and_every_metrics_port_differs(tmp_pat
     addrs = [list(s.argv)[list(s.argv).index("--addr") + 1] for s in specs if s.name.startswith("api")]
     assert addrs == ["127.0.0.1:2375", "127.0.0.1:2376", "127.0.0.1:2377"]
     metrics = [s.metrics_addr for s in specs if s.metrics_addr]
-    assert len(set(metrics)) == len(metrics) == 11
+    assert len(set(metrics)) == len(metrics) == 12
 
 
 def test_cluster_configs_route_to_all_three_durably_with_their_own_stores(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,10 @@ class Agent:
                      if ingress else None)
         self._addrs = {n.node_id: n.addr for n in nodes}
 
-    async def run(self) -> None:
-        """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused."""
+    async def run(self, before_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run until cancelled; `JoinRefused` (before anything is written) if a new node's token is refused.
+        `before_close` runs on the way out while the executor is still open (the log server's streams
+        read through it)."""
         try:
             await join(self.log, self.nodes, self.token, self.token_file)
             self.joined = True
@@ -101,6 +103,8 @@ class Agent:
                     tg.create_task(self.mesh.run())
                 await self._follow()
         finally:
+            if before_close is not None:
+                await before_close()
             await self._stop()
 
     async def _follow(self) -> None:
@@ -190,10 +194,9 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     log_server = LogServer(rt.nc, [n.node_id for n in nodes], executor)
     await log_server.start()
     try:
-        await agent.run()
+        await agent.run(before_close=log_server.close)
     except JoinRefused as e:
         log.error("join refused", extra={"reason": str(e), "node_ids": [n.node_id for n in nodes][:10]})
         raise SystemExit(EXIT_REFUSED) from e
     finally:
-        await log_server.close()
         REGISTRY.unregister(collector)

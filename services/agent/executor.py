@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from schemas.logs import LogBatch, LogQuery
@@ -63,9 +63,13 @@ class Container:
 
 def newer(old: Container | None, new: Container) -> Container:
     """The later of two observations: an exit seen by the watch beats a late `start` result, and a
-    health change seen by the watch beats the `starting` an earlier inspect returned."""
+    health change seen by the watch beats the `starting` an earlier inspect returned. A health event
+    carries no PID: for the same container in the same phase, only its health (and a PID not yet
+    known) is taken."""
     if old is None or new.phase > old.phase:
         return new
+    if new.phase == old.phase and new.container_id == old.container_id:
+        return replace(old, pid=old.pid or new.pid, health=max(old.health, new.health))
     return new if new.phase == old.phase and new.health >= old.health else old
 
 

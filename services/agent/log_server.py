@@ -30,6 +30,9 @@ from services.kernel import subjects
 
 log = logging.getLogger(__name__)
 
+INBOX_PREFIX = "_INBOX."
+"""Chunks go only to a NATS reply inbox, never to a subject someone else listens on (`shoal.evt.…`)."""
+
 
 @dataclass(eq=False)
 class _Stream:
@@ -89,11 +92,13 @@ class LogServer:
         elif isinstance(control, LogRenew):
             stream.received = max(stream.received, control.received)
             stream.credit.set()
-            if stream.lease is not None:
+            if stream.lease is not None and not stream.lease.expired():
                 stream.lease.reschedule(asyncio.get_running_loop().time() + self.lease_s)
         return ""
 
     def _open(self, request: LogOpen) -> str:
+        if not request.inbox.startswith(INBOX_PREFIX):
+            return f"the inbox must be a NATS reply inbox ({INBOX_PREFIX}…), not {request.inbox!r}"
         if request.inbox in self.streams:
             return f"log stream {request.inbox} is already open"
         if request.window < 1:
@@ -102,7 +107,15 @@ class LogServer:
         self.streams[request.inbox] = stream
         LOG_STREAMS.inc()
         stream.task = asyncio.get_running_loop().create_task(self._serve(stream))
+        # `_serve` ends the stream before its last chunk; a task cancelled before its first step never
+        # runs its body, so the done-callback ends it then.
+        stream.task.add_done_callback(lambda _: self._closed(stream))
         return ""
+
+    def _closed(self, stream: _Stream) -> None:
+        if self.streams.get(stream.request.inbox) is stream:
+            del self.streams[stream.request.inbox]
+            LOG_STREAMS.dec()
 
     async def _serve(self, stream: _Stream) -> None:
         request = stream.request
@@ -130,8 +143,7 @@ class LogServer:
             log.exception("reading task logs failed", extra={"task_id": request.task_id})
             error = f"task: reading the container's logs failed: {e}"
         finally:
-            del self.streams[request.inbox]
-            LOG_STREAMS.dec()
+            self._closed(stream)
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(request.inbox, logs.encode(LogChunk(seq=seq + 1, end=True, error=error)))
 

@@ -11,7 +11,7 @@ the first, `SHOAL_NODE_ADDR` for the address to listen on (tasks run in the host
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from msgspec.structs import replace
 
@@ -26,6 +26,10 @@ time for every node's ingress to take it out of rotation and for requests in fli
 FreePort = Callable[[str], int]
 """A free port number for a protocol (`tcp`, `udp`) on the node's address."""
 
+PICKS = 16
+"""How many times ports are picked again while one collides with a live task's; past that the last pick
+stands (the task then fails to listen, exits and is replaced)."""
+
 
 def node_ports(task: Task, free_port: FreePort) -> list[PortConfig] | None:
     """The task's node-local ports; None when its service publishes nothing."""
@@ -36,10 +40,25 @@ def node_ports(task: Task, free_port: FreePort) -> list[PortConfig] | None:
                     else free_port(p.protocol or "tcp")) for p in ports]
 
 
+def pick_avoiding(pick: Callable[[], list[PortConfig] | None],
+                  taken: Collection[tuple[str | None, int | None]]) -> list[PortConfig] | None:
+    """`pick`'s ports, picked again while a port it chose for ingress is one of `taken` ((protocol, port)
+    of this agent's live tasks): the kernel's probe only sees bound ports, and a task given a port may
+    not listen on it yet. Host-mode ports are the service's own number; picking again cannot move them."""
+    ports = pick()
+    for _ in range(PICKS):
+        if not any(p.publish_mode != HOST and (p.protocol, p.published_port) in taken for p in ports or ()):
+            break
+        ports = pick()
+    return ports
+
+
 def free_port_on(addr: str) -> FreePort:
-    """Asks the kernel for a free port on `addr` (on any address when `addr` is not this machine's, as a
-    simulated node's may be). Another process may take the port before the task binds it; the task then
-    fails to listen, exits and is replaced with a fresh port."""
+    """Asks the kernel for a port free now on `addr` (on any address when `addr` is not this machine's, as
+    a simulated node's may be). The probe socket closes at once, so the kernel may offer the port again
+    before the task binds it: the worker picks again when a live task already holds it (`pick_avoiding`).
+    Another process may still take it first; the task then fails to listen, exits and is replaced with a
+    fresh port."""
     def free(protocol: str) -> int:
         kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
         with socket.socket(socket.AF_INET, kind) as s:

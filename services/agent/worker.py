@@ -22,10 +22,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from schemas.service import PortConfig
-from schemas.task import RANK, ContainerStatus, PortStatus, Task, TaskState, TaskStatus
+from schemas.task import RANK, TERMINAL, ContainerStatus, PortStatus, Task, TaskState, TaskStatus
 from services.agent.executor import Container, Executor, ExecutorError, Phase, newer, stop_grace_s
 from services.agent.metrics import EXECUTOR_ERRORS, EXECUTOR_OPS, TASKS_RUNNING
-from services.agent.ports import DRAIN_S
+from services.agent.ports import DRAIN_S, pick_avoiding
 from services.agent.progress import Op, Step, failed, next_step
 
 log = logging.getLogger(__name__)
@@ -179,11 +179,16 @@ class Worker:
         self.report(slot.task, slot.status)
 
     def _ports(self, slot: _Slot, state: TaskState) -> PortStatus:
-        """Chosen once, as the task starts preparing, so the executor can hand them to the task."""
+        """Chosen once, as the task starts preparing, so the executor can hand them to the task; none
+        that another live task on this agent holds."""
         kept = slot.status.port_status
-        if kept.ports is not None or state is not TaskState.PREPARING or self.ports_for is None:
+        ports_for = self.ports_for
+        if kept.ports is not None or state is not TaskState.PREPARING or ports_for is None:
             return kept
-        return PortStatus(ports=self.ports_for(slot.task))
+        taken = {(p.protocol, p.published_port) for other in self.slots.values()
+                 if other is not slot and other.status.state not in TERMINAL
+                 for p in other.status.port_status.ports or ()}
+        return PortStatus(ports=pick_avoiding(lambda: ports_for(slot.task), taken))
 
     def _drain(self, slot: _Slot) -> bool:
         """A task reached through the routing mesh keeps running a moment after it is desired down, so

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import msgspec
+import nats.errors
 
 from services.api.history import read_until
 from services.kernel import snapshot
@@ -53,7 +54,11 @@ class Checkpoints:
         for mark in range(seq - seq % self.every, 0, -self.every):
             if mark in self._absent:
                 continue
-            data = await self.store.load(name(mark))
+            try:
+                data = await self.store.load(name(mark))
+            except (nats.errors.Error, TimeoutError) as e:  # the store is away: a full replay still answers
+                log.warning("checkpoint store unavailable, replaying from the start", extra={"error": str(e)})
+                return ClusterState()
             if data is not None:
                 try:
                     return snapshot.restore(data)

@@ -8,7 +8,7 @@ passes, and for tasks created before its window, from the gateway's current stat
 
 from __future__ import annotations
 
-from schemas.events import Envelope, TaskAssigned, TaskCreated
+from schemas.events import Envelope, TaskAssigned, TaskCreated, TaskRemoved
 from services.api import filters
 from services.kernel.state import ClusterState
 from services.kernel.subjects import UNASSIGNED
@@ -38,9 +38,11 @@ class LogFilter:
         ev = env.event
         task = ev.task if isinstance(ev, (TaskCreated, TaskAssigned)) else None
         task_id = str(getattr(ev, "task_id", "") or (task.id if task is not None else ""))
-        if task is not None:
+        if task is not None and "service" in self.wanted:  # remembered only while it can matter
             self.service_of[task.id] = task.service_id
         service = str(getattr(ev, "service_id", "") or self._service_of(task_id))
+        if isinstance(ev, TaskRemoved):  # a followed request lives long: forget tasks that are gone
+            self.service_of.pop(task_id, None)
         node = str(getattr(ev, "node_id", "") or (task.node_id if task is not None else "") or _task_node(subject))
         return service, node, task_id
 

@@ -39,6 +39,10 @@ class Delivered(Protocol):
     async def ack(self) -> None: ...
 
 
+class JournalAhead(Exception):
+    """The journal holds entries the log does not: appending would silently skip the log's next ones."""
+
+
 class Auditor:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -49,14 +53,17 @@ class Auditor:
         """Find the journal's last line and fold the log up to it; the sequence to resume after."""
         self.last = await asyncio.to_thread(self.journal.last_seq)
         JOURNAL_SEQ.set(self.last)
-        target = min(self.last, await eventlog.last_seq())
-        if target:
-            await self._rebuild(eventlog, target)
+        log_last = await eventlog.last_seq()
+        if self.last > log_last:
+            raise JournalAhead(f"the audit journal {self.journal.path} ends at entry {self.last} but the log ends at "
+                               f"{log_last}: it records another (or a reset) log; move it away or pass another --out")
+        if self.last:
+            await self._rebuild(eventlog, self.last)
         log.info("audit journal resumes", extra={"seq": self.last, "path": str(self.journal.path)})
         return self.last
 
     async def _rebuild(self, eventlog: EventLog, target: int) -> None:
-        """Fold entries 1..target (the journal's end, or the log's if the log is shorter)."""
+        """Fold entries 1..target (the journal's end)."""
         done = asyncio.get_running_loop().create_future()
 
         def on_entry(entry: Entry) -> None:

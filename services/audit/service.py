@@ -12,7 +12,7 @@ import nats.js.errors
 import platformdirs
 from nats.js import JetStreamContext, api
 
-from services.audit.auditor import Auditor
+from services.audit.auditor import Auditor, JournalAhead
 from services.audit.journal import Journal
 from services.kernel.config import env
 from services.kernel.process import Runtime
@@ -34,7 +34,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     auditor = Auditor(Journal(args.out))
-    await auditor.start(rt.log)
+    try:
+        await auditor.start(rt.log)
+    except JournalAhead as e:
+        log.error("audit journal refused", extra={"error": str(e)})
+        raise SystemExit(str(e)) from e
     js = rt.nc.jetstream()
     while True:
         sub = await _subscribe(js, rt.common.stream, args.durable, auditor.last, args.batch)

@@ -6,9 +6,12 @@ the same contract tests run against both implementations and the core is tested 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,19 @@ class Following(Protocol):
 
 class LogUnavailable(Exception):
     """The log cannot take writes right now (no quorum, server gone). Retry later."""
+
+
+async def all_settled(*aws: Awaitable[T]) -> list[T]:
+    """Every result, or the first failure once *every* one has settled.
+
+    A writer that sees a failure catches up with the log and decides again; if a sibling append were
+    still in flight it could commit after that read, and the new decision would write the same
+    change twice (a new task under a new id, which no compare-and-set catches)."""
+    done = await asyncio.gather(*aws, return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return done  # type: ignore[return-value]  # no failures: every outcome is a T
 
 
 class EventLog(Protocol):

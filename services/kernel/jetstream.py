@@ -26,6 +26,7 @@ from services.kernel.eventlog import (
     Following,
     LogUnavailable,
     OnEntry,
+    all_settled,
 )
 from services.kernel.ids import new_id
 from services.kernel.subjects import ALL
@@ -121,7 +122,7 @@ class JetStreamLog:
 
     async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
         futures = [await self._publish(a) for a in batch]
-        return list(await asyncio.gather(*(self._settle(a, f) for a, f in zip(batch, futures, strict=True))))
+        return await all_settled(*(self._settle(a, f) for a, f in zip(batch, futures, strict=True)))
 
     async def _on_ack(self, msg: Msg) -> None:
         future = self._acks.pop(msg.subject, None)

@@ -7,7 +7,6 @@ trace context (or the one given per intent), then appends the whole batch withou
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from opentelemetry.context import Context
 from schemas.codec import encode
 from schemas.events import AnyEvent, Envelope, LeaderWrote
 from services.kernel import subjects
-from services.kernel.eventlog import MAX_ATOMIC, Append, AppendResult, Conflict, EventLog
+from services.kernel.eventlog import MAX_ATOMIC, Append, AppendResult, Conflict, EventLog, all_settled
 from services.kernel.ids import new_id, now
 from services.kernel.metrics import APPEND_CONFLICTS, EVENTS_APPENDED
 from services.kernel.routing import subject_for
@@ -86,7 +85,7 @@ class Writer:
     async def _fenced(self, appends: list[Append], term: Term, state: ClusterState) -> list[AppendResult]:
         size = MAX_ATOMIC - 1
         chunks = [appends[i : i + size] for i in range(0, len(appends), size)]
-        done = await asyncio.gather(*(self._fenced_batch(chunk, term, state) for chunk in chunks))
+        done = await all_settled(*(self._fenced_batch(chunk, term, state) for chunk in chunks))
         return [result for chunk in done for result in chunk]
 
     async def _fenced_batch(self, chunk: list[Append], term: Term, state: ClusterState) -> list[AppendResult]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from services.agent.executor import Executor, ExecutorError, Health, Phase
 from services.agent.executors.docker import DockerExecutor
 from services.kernel.ids import new_id
 from tests.docker_engine import TEST_IMAGE, docker_engine, ensure_test_image
+from tests.integration.test_logs_protocol import until
 from tests.registry import fake_registry
 from tests.unit.test_executor_contract import ExecutorContract, Exits
 
@@ -115,3 +118,75 @@ async def test_the_registry_auth_header_reaches_the_registry(docker_ex: tuple[Do
             await executor.prepare(_task(made, image=f"{registry.host}/team/app:v1", auth=auth))
     assert "manifest unknown" in str(e.value) and not e.value.temporary
     assert registry.saw_basic("ann", "s3cret"), registry.authorizations
+
+
+class Relay:
+    """A unix socket in front of the engine whose connections the test can cut, and refuse for a while:
+    a lost events stream without touching the shared engine."""
+
+    def __init__(self, target: str, path: Path) -> None:
+        self.target, self.path = target, path
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.requests: list[bytes] = []
+
+    async def open(self) -> None:
+        self.server = await asyncio.start_unix_server(self._client, str(self.path))
+
+    def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer, self.requests), self._pipe(up_reader, writer, []),
+                             return_exceptions=True)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]) -> None:
+        try:
+            while data := await reader.read(65536):
+                seen.append(data)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_health_change_during_an_events_gap_is_seen_after_the_reconnect(
+        docker_ex: tuple[DockerExecutor, list[Task]], engine: str, tmp_path: Path) -> None:
+    direct, made = docker_ex
+    relay = Relay(engine.removeprefix("unix://"), tmp_path / "engine.sock")
+    await relay.open()
+    watcher = DockerExecutor(f"unix://{relay.path}", [NODE])
+    try:
+        changes = Exits()
+        watcher.watch(changes)
+        # Healthy only once /tmp/ok exists; the start period keeps the failing probes from counting.
+        task = _task(made, health=HealthConfig(test=["CMD-SHELL", "test -e /tmp/ok"], interval=200_000_000,
+                                               retries=1, start_period=60_000_000_000))
+        await direct.prepare(task)
+        started = await direct.start(task)
+        assert (await watcher.adopt(started)).health is Health.STARTING
+        await until(lambda: any(b"/events?" in r for r in relay.requests), "the events stream connected")
+        relay.cut()
+        touch = await asyncio.create_subprocess_exec("docker", "-H", engine, "exec", started.container_id,
+                                                     "sh", "-c", ": > /tmp/ok")
+        assert await touch.wait() == 0
+
+        async def healthy() -> bool:
+            return (await direct.adopt(started)).health is Health.HEALTHY
+
+        await until(healthy, "the container healthy while the watcher is cut off")
+        assert task.id not in changes.seen
+        await relay.open()
+        seen = await changes.wait(task.id, within_s=30)
+        assert (seen.phase, seen.health) == (Phase.RUNNING, Health.HEALTHY) and seen.pid > 0
+    finally:
+        relay.cut()
+        await watcher.close()
+

@@ -4,12 +4,15 @@ changes under them as the event log would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import pytest
+from prometheus_client import REGISTRY
 
+from services.agent.ingress import udp
 from services.agent.ingress.rotation import RoundRobin
 from services.agent.ingress.table import Backend, Route
 from services.agent.ingress.tcp import TcpListener
@@ -118,14 +121,20 @@ class _Client(asyncio.DatagramProtocol):
         self.replies.put_nowait(data)
 
 
+async def _udp_echoes() -> tuple[list[asyncio.DatagramTransport], dict[str, Backend]]:
+    """Echo servers `a` and `b`, and the backends that reach them."""
+    loop = asyncio.get_running_loop()
+    echoes = [(await loop.create_datagram_endpoint(functools.partial(_UdpEcho, n), local_addr=("127.0.0.1", 0)))[0]
+              for n in ("a", "b")]
+    return echoes, {n: Backend("n1", n, "127.0.0.1", t.get_extra_info("sockname")[1])
+                    for n, t in zip("ab", echoes, strict=True)}
+
+
 async def test_udp_flows_stick_to_a_backend_and_replies_come_back() -> None:
     loop = asyncio.get_running_loop()
-    echoes = [await loop.create_datagram_endpoint(functools.partial(_UdpEcho, n), local_addr=("127.0.0.1", 0))
-              for n in ("a", "b")]
-    ports = [t.get_extra_info("sockname")[1] for t, _ in echoes]
+    echoes, backends = await _udp_echoes()
     port = free_ports(1)
-    route = Route("udp", port, "svc", "dns",
-                  tuple(Backend("n1", n, "127.0.0.1", p) for n, p in zip("ab", ports, strict=True)))
+    route = Route("udp", port, "svc", "dns", (backends["a"], backends["b"]))
     listener = UdpListener("127.0.0.1", port, lambda: route, RoundRobin())
     await listener.open()
     clients = [await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port)) for _ in range(2)]
@@ -140,6 +149,98 @@ async def test_udp_flows_stick_to_a_backend_and_replies_come_back() -> None:
             seen.extend(names)
         assert sorted(seen) == [b"a", b"b"], "two flows, two backends"
     finally:
-        for transport, _ in [*clients, *echoes]:
+        for transport in [*(t for t, _ in clients), *echoes]:
             transport.close()
+        await listener.close()
+
+
+def _unrouted(service: str) -> float:
+    return REGISTRY.get_sample_value("shoal_ingress_unrouted_total", {"service": service}) or 0.0
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_a_udp_flow_leaves_a_backend_the_route_dropped_while_the_client_keeps_sending(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp, "FLOW_IDLE_S", 1.0)  # sweeps every 0.5 s; the client sends more often than that
+    loop = asyncio.get_running_loop()
+    echoes, backends = await _udp_echoes()
+    port = free_ports(1)
+    routes = [Route("udp", port, "svc", "dns", (backends["a"],))]
+    listener = UdpListener("127.0.0.1", port, lambda: routes[-1], RoundRobin())
+    await listener.open()
+    transport, client = await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port))
+    try:
+        transport.sendto(b"q")
+        assert await asyncio.wait_for(client.replies.get(), 10) == b"a:q"
+        # a's node went down: the table dropped it, but a still answers and no ICMP ends the flow.
+        routes.append(Route("udp", port, "svc", "dns", (backends["b"],)))
+        deadline = loop.time() + 10
+        reply = b""
+        while not reply.startswith(b"b:"):
+            assert loop.time() < deadline, "the flow stayed on a backend the route no longer has"
+            transport.sendto(b"q")
+            with contextlib.suppress(TimeoutError):
+                reply = await asyncio.wait_for(client.replies.get(), 0.1)
+    finally:
+        for t in [transport, *echoes]:
+            t.close()
+        await listener.close()
+
+
+async def test_udp_flows_are_capped_and_a_client_over_the_cap_is_counted_unrouted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp, "MAX_FLOWS", 2)
+    loop = asyncio.get_running_loop()
+    echoes, backends = await _udp_echoes()
+    port = free_ports(1)
+    route = Route("udp", port, "svc", "capped", (backends["a"], backends["b"]))
+    listener = UdpListener("127.0.0.1", port, lambda: route, RoundRobin())
+    await listener.open()
+    clients = [await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port)) for _ in range(3)]
+    try:
+        for transport, client in clients[:2]:
+            transport.sendto(b"q")
+            await asyncio.wait_for(client.replies.get(), 10)
+        before = _unrouted("capped")
+        clients[2][0].sendto(b"q")
+        await _until(lambda: _unrouted("capped") == before + 1, "a datagram over the cap is counted unrouted")
+        assert len(listener.flows) == 2
+        clients[0][0].sendto(b"again")
+        assert await asyncio.wait_for(clients[0][1].replies.get(), 10) == b"a:again", "flows in place still work"
+    finally:
+        for t in [*(t for t, _ in clients), *echoes]:
+            t.close()
+        await listener.close()
+
+
+async def test_a_udp_flow_ended_while_its_socket_opens_leaves_no_socket_and_retire_cancels_opens() -> None:
+    echoes, backends = await _udp_echoes()
+    port = free_ports(1)
+    route = Route("udp", port, "svc", "dns", (backends["a"],))
+    listener = UdpListener("127.0.0.1", port, lambda: route, RoundRobin())
+    await listener.open()
+    try:
+        # A datagram opens a flow; its backend socket opens in a task that has not run yet.
+        listener.datagram_received(b"q", ("127.0.0.1", 9))
+        flow = listener.flows[("127.0.0.1", 9)]
+        listener.end(("127.0.0.1", 9))
+        await _until(lambda: flow.transport is not None, "the socket still opens")
+        assert flow.transport is not None and flow.transport.is_closing(), "a socket opened late is closed"
+
+        listener.datagram_received(b"q", ("127.0.0.1", 10))
+        flow = listener.flows[("127.0.0.1", 10)]
+        opening = set(listener._opening)
+        listener.retire()  # the mesh forgets a retired UDP listener: nothing else would cancel its opens
+        await asyncio.gather(*opening, return_exceptions=True)
+        assert opening and all(t.cancelled() for t in opening)
+        assert flow.transport is None
+    finally:
+        for t in echoes:
+            t.close()
         await listener.close()

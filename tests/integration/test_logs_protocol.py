@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 
@@ -19,7 +20,8 @@ from schemas.logs import STDERR, STDOUT, LogLine, LogOpen, LogQuery
 from schemas.service import ContainerSpec, TaskSpec
 from schemas.task import Task
 from services.agent.executors.process import ProcessExecutor
-from services.agent.log_server import LogServer
+from services.agent.log_server import LogServer, _Stream
+from services.agent.metrics import LOG_STREAMS
 from services.api.log_fetcher import LogFetcher, LogUnavailable
 from services.kernel import subjects
 from services.kernel.ids import new_id
@@ -207,6 +209,49 @@ async def test_bad_control_messages_get_an_error_reply(rig: Rig) -> None:
     assert "not a log request" in logs.decode_reply(reply.data).error
     reply = await rig.reader.request(subjects.logs(NODE), logs.encode(logs.LogRenew(inbox="nope")), timeout=2)
     assert "no log stream nope" in logs.decode_reply(reply.data).error
+
+
+async def test_a_stream_cancelled_before_it_starts_is_still_ended(rig: Rig) -> None:
+    before = LOG_STREAMS._value.get()
+    inbox = rig.reader.new_inbox()
+    # Open and cancel in one step of the loop: the stream's task never runs its body.
+    assert rig.server._handle(LogOpen(inbox=inbox, task_id="sometask", query=LogQuery(follow=True))) == ""
+    assert rig.server._handle(logs.LogCancel(inbox=inbox)) == ""
+    await until(lambda: rig.server.streams == {}, "the cancelled stream removed")
+    assert LOG_STREAMS._value.get() == before
+
+
+async def test_a_renewal_after_the_lease_expired_is_harmless(rig: Rig) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0) as lease:
+            await asyncio.sleep(10)
+    inbox = rig.reader.new_inbox()
+    rig.server.streams[inbox] = _Stream(LogOpen(inbox=inbox, task_id="t"), lease=lease)
+    try:
+        assert rig.server._handle(logs.LogRenew(inbox=inbox, received=1)) == ""
+    finally:
+        del rig.server.streams[inbox]
+
+
+@pytest.mark.parametrize(("inbox", "task_id", "error"), [
+    ("shoal.evt.x", "t1", "must be a NATS reply inbox"),
+    (None, "../../etc", "invalid task id"),
+    (None, "a/b", "invalid task id"),
+])
+async def test_requests_for_other_subjects_or_paths_are_refused(rig: Rig, inbox: str | None, task_id: str,
+                                                               error: str) -> None:
+    watcher = await rig.reader.subscribe("shoal.evt.>")
+    if inbox is not None:
+        reply = await rig.reader.request(subjects.logs(NODE), logs.encode(
+            LogOpen(inbox=inbox, task_id=task_id)), timeout=2)
+        assert error in logs.decode_reply(reply.data).error
+    else:
+        with pytest.raises(LogUnavailable, match=error):
+            await rig.read(Task(id=task_id, node_id=NODE))
+    assert rig.server.streams == {}
+    with pytest.raises(nats.errors.TimeoutError):
+        await watcher.next_msg(timeout=0.3)
+    await watcher.unsubscribe()
 
 
 def test_lines_keep_their_stream() -> None:

@@ -4,7 +4,7 @@ restarts. The test plays orchestrator and scheduler by appending their events.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -62,10 +62,10 @@ class Harness:
     async def publish(self, subject: str, payload: bytes) -> None:
         self.heartbeats.append((subject, msgspec.json.decode(payload, type=Heartbeat)))
 
-    async def start_agent(self, nodes: int = 1) -> Agent:
+    async def start_agent(self, nodes: int = 1, before_close: Callable[[], Awaitable[None]] | None = None) -> Agent:
         self.agent = Agent(self.log, self.publish, identities(config(self.state_dir, nodes)), SimExecutor(self.world),
                            heartbeat_s=0.02, token=WORKER_TOKEN)
-        self._run = asyncio.get_running_loop().create_task(self.agent.run())
+        self._run = asyncio.get_running_loop().create_task(self.agent.run(before_close))
         await self.until(lambda: self.agent is not None and self.agent.worker._ready)
         return self.agent
 
@@ -144,6 +144,18 @@ async def test_joins_once_with_its_description_then_rejoins(h: Harness) -> None:
     assert node_of(again) == node_id
     await h.until(lambda: len(h.events(NodeRejoined)) == 1)
     assert len(h.events(NodeJoined)) == 1
+
+
+async def test_what_closes_before_the_agent_still_has_its_executor(h: Harness) -> None:
+    """The log server closes there: its open streams read through the executor."""
+    executor_open: list[bool] = []
+
+    async def before_close() -> None:
+        executor_open.append(h.world.on_change is not None)
+
+    await h.start_agent(before_close=before_close)
+    await h.stop_agent()
+    assert executor_open == [True] and h.world.on_change is None
 
 
 async def test_heartbeats_name_every_hosted_node(h: Harness) -> None:

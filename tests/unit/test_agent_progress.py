@@ -153,3 +153,11 @@ def test_a_late_health_observation_never_hides_a_later_one(old: Health, new: Hea
     assert newer(first, second).health is kept
     exited = container(EXITED, 1)
     assert exited is not None and newer(exited, second) is exited
+
+
+def test_a_health_event_keeps_the_inspected_pid() -> None:
+    inspected = Container(task_id="t1", node_id="n1", phase=RUNNING, container_id="c1", pid=42, health=Health.STARTING)
+    event = Container(task_id="t1", node_id="n1", phase=RUNNING, container_id="c1", health=Health.HEALTHY)
+    assert newer(inspected, event) == Container(task_id="t1", node_id="n1", phase=RUNNING, container_id="c1", pid=42,
+                                                health=Health.HEALTHY)
+    assert newer(event, inspected) == newer(inspected, event)  # the event may come before start's inspect

@@ -103,3 +103,14 @@ async def test_an_unreadable_checkpoint_falls_back_to_an_earlier_one() -> None:
     full = doc(await Checkpoints(log, store, every=4).state_at(13))
     store.saved[name(12)] = b"garbage"
     assert doc(await Checkpoints(log, store, every=4).state_at(13)) == full and log.starts[-1] == 9
+
+
+class UnavailableSnapshots(MemorySnapshots):
+    async def load(self, key: str) -> bytes | None:
+        raise TimeoutError("object store not answering")
+
+
+async def test_an_unavailable_store_costs_a_full_replay_not_an_error() -> None:
+    log = await filled()
+    full = doc(await Checkpoints(log, None).state_at(13))
+    assert doc(await Checkpoints(log, UnavailableSnapshots(), every=4).state_at(13)) == full and log.starts[-1] == 1

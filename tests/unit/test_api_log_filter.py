@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from schemas.events import Envelope, NodeUpdated, ServiceCreated, TaskAssigned, TaskCreated, TaskStatusChanged
+from schemas.events import (
+    Envelope,
+    NodeUpdated,
+    ServiceCreated,
+    TaskAssigned,
+    TaskCreated,
+    TaskRemoved,
+    TaskStatusChanged,
+)
 from schemas.node import NodeSpec
 from schemas.service import ServiceSpec
 from schemas.task import Task, TaskState, TaskStatus
@@ -45,3 +53,15 @@ def test_node_task_type_and_actor_filters() -> None:
     assert kept({"node": {"n1"}}) == ["TaskAssigned", "TaskStatusChanged", "NodeUpdated"]
     assert kept({"task": {"t1"}, "type": {"TaskStatusChanged", "TaskCreated"}}) == ["TaskCreated", "TaskStatusChanged"]
     assert kept({"actor": {"agent"}}) == ["TaskStatusChanged"]
+
+
+def test_a_long_followed_request_remembers_no_task_it_cannot_need() -> None:
+    """A `follow=1` request lives for days: its memory must not grow with every task ever created."""
+    unfiltered = LogFilter({"type": {"TaskCreated"}}, ClusterState())
+    service_wise = LogFilter({"service": {"s1"}}, ClusterState())
+    for subject, env in entries():
+        unfiltered(subject, env)
+        service_wise(subject, env)
+    assert unfiltered.service_of == {} and service_wise.service_of == {"t1": "s1"}
+    service_wise(subjects.task("n1", "t1", "desired"), envelope(TaskRemoved(task_id="t1")))
+    assert service_wise.service_of == {}

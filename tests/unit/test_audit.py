@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from schemas.codec import encode
 from schemas.events import ClusterCreated, JoinTokenRotated, NodeUpdated, ServiceUpdated, TaskStatusChanged
 from schemas.service import ReplicatedService, ServiceMode
 from schemas.task import Task, TaskState, TaskStatus
-from services.audit.auditor import Auditor
+from services.audit.auditor import Auditor, JournalAhead
 from services.audit.journal import Journal, line, trace_id
 from services.audit.sentences import describe
 from services.kernel.eventlog import Append
@@ -112,7 +113,9 @@ async def test_an_entry_out_of_order_stops_the_batch_unwritten_and_unacked(tmp_p
     assert [x["seq"] for x in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())] == [1]
 
 
-async def test_a_journal_longer_than_the_log_does_not_stall_the_start(tmp_path: Path) -> None:
+async def test_a_journal_longer_than_the_log_is_refused_not_silently_continued(tmp_path: Path) -> None:
+    """Resuming after seq 7 of a shorter (new or reset) log would never write its entries up to 7."""
     journal = Journal(tmp_path / "audit.jsonl")
     journal.write([b'{"seq": 7}\n'])
-    assert await Auditor(journal).start(MemoryLog()) == 7
+    with pytest.raises(JournalAhead, match="ends at entry 7 but the log ends at 0"):
+        await Auditor(journal).start(MemoryLog())

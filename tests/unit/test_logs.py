@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,47 @@ async def test_follow_holds_a_partial_line_until_it_is_complete(tmp_path: Path) 
     (tmp_path / "exit").write_text("0\n")
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(batches), 5)
+
+
+async def test_until_stops_reading_at_the_first_later_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "stdout.log"
+    checkpoints = logfiles.Checkpoints()
+    out.write_bytes(b"a\nb\n")
+    checkpoints.mark(tmp_path)
+    middle = time.time_ns()
+    with out.open("ab") as f:
+        f.write(b"later\n" * 10_000)
+    checkpoints.mark(tmp_path)
+    real, pulled = logfiles._read_lines, []
+
+    def counted(path: Path, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        for item in real(path, start, end):
+            pulled.append(item)
+            yield item
+
+    monkeypatch.setattr(logfiles, "_read_lines", counted)
+    assert [x.data for x in await lines_of(tmp_path, until=middle)] == [b"a\n", b"b\n"]
+    assert len(pulled) <= 4
+
+
+async def test_follow_reads_a_burst_in_bounded_polls_without_waiting(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logfiles, "FOLLOW_POLL_S", 600)  # a follower that waited between polls would stall
+    out = tmp_path / "stdout.log"
+    out.write_bytes(b"first\n")
+    batches = logfiles.read(tmp_path, LogQuery(follow=True))
+    assert [x.data for x in await anext(batches)] == [b"first\n"]
+    line = b"x" * 1023 + b"\n"
+    count = (logfiles.FOLLOW_BLOCKS + 8) * logfiles.BLOCK // len(line)
+    with out.open("ab") as f:
+        f.write(line * count)
+    got: list[LogLine] = []
+    while len(got) < count:
+        got += await asyncio.wait_for(anext(batches), 30)
+    await batches.aclose()
+    assert len(got) == count and all(x.data == line for x in got)
+    first_poll = [x for x in got if x.time == got[0].time]
+    assert len(first_poll) * len(line) <= logfiles.FOLLOW_BLOCKS * logfiles.BLOCK
 
 
 def test_the_engine_query_and_its_timestamped_lines() -> None:

@@ -1,7 +1,9 @@
-"""Published ports: the API's assignment and conflict rules, the agent's node-local ports, and the
-routing mesh's table and rotation, all as pure functions of a folded cluster."""
+"""Published ports: the API's assignment and conflict rules, the agent's node-local ports (and its
+worker keeping them apart), and the routing mesh's table and rotation, as functions of a folded cluster."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 from msgspec.structs import replace
@@ -10,12 +12,18 @@ from schemas.events import NodeJoined, ServiceCreated, TaskDesiredStateChanged, 
 from schemas.node import NodeDescription, NodeSpec
 from schemas.service import Endpoint, EndpointSpec, PortConfig, ServiceSpec
 from schemas.task import PortStatus, Task, TaskState, TaskStatus
+from services.agent.executors.sim import SimExecutor
 from services.agent.ingress.rotation import RoundRobin
 from services.agent.ingress.table import Backend, build
-from services.agent.ports import node_ports, port_env
+from services.agent.ports import PICKS, node_ports, pick_avoiding, port_env
+from services.agent.worker import Worker
 from services.api.errors import InvalidParameter
 from services.api.ports import assign
 from tests.world import World
+
+_WEB = Endpoint(ports=[PortConfig(target_port=80, published_port=8080, protocol="tcp", publish_mode="ingress"),
+                       PortConfig(target_port=53, published_port=53, protocol="udp", publish_mode="host")])
+"""A service publishing an ingress port and a host-mode port."""
 
 
 def _spec(name: str, *ports: PortConfig) -> ServiceSpec:
@@ -72,15 +80,44 @@ def test_a_port_used_by_another_service_is_refused_with_swarms_message() -> None
 
 
 def test_the_agent_gives_ingress_ports_a_free_port_and_host_ports_their_published_one() -> None:
-    endpoint = Endpoint(ports=[PortConfig(target_port=80, published_port=8080, protocol="tcp", publish_mode="ingress"),
-                               PortConfig(target_port=53, published_port=53, protocol="udp", publish_mode="host")])
-    ports = node_ports(Task(endpoint=endpoint), lambda proto: 40000 if proto == "tcp" else 40001)
+    ports = node_ports(Task(endpoint=_WEB), lambda proto: 40000 if proto == "tcp" else 40001)
     assert [(p.target_port, p.published_port, p.protocol) for p in ports or []] == [(80, 40000, "tcp"),
                                                                                     (53, 53, "udp")]
     assert node_ports(Task(), lambda proto: 1) is None
     task = Task(status=TaskStatus(port_status=PortStatus(ports=ports)))
     assert port_env(task, "127.0.0.2") == {"SHOAL_PORT_80": "40000", "SHOAL_PORT_53": "53", "PORT": "40000",
                                            "SHOAL_NODE_ADDR": "127.0.0.2"}
+
+
+def test_a_port_a_live_task_holds_is_picked_again_but_a_host_port_stays() -> None:
+    offered = itertools.chain([40000, 40000], itertools.count(40001))
+    picks: list[list[PortConfig] | None] = []
+
+    def pick() -> list[PortConfig] | None:
+        picks.append(node_ports(Task(endpoint=_WEB), lambda proto: next(offered)))
+        return picks[-1]
+
+    ports = pick_avoiding(pick, {("tcp", 40000), ("udp", 53)})
+    assert [p.published_port for p in ports or []] == [40001, 53], "the kernel offered 40000 twice"
+    assert len(picks) == 3, "the host port 53 another task holds is the service's: picking again cannot move it"
+    stuck = pick_avoiding(lambda: node_ports(Task(endpoint=_WEB), lambda proto: 40000), {("tcp", 40000)})
+    assert [p.published_port for p in stuck or []] == [40000, 53], f"after {PICKS} picks the last one stands"
+
+
+async def test_the_worker_gives_two_live_tasks_different_ports_when_the_kernel_offers_one_twice() -> None:
+    offered = itertools.chain([40000, 40000], itertools.count(40001))
+    reported: dict[str, TaskStatus] = {}
+    worker = Worker(SimExecutor(), lambda task, status: reported.__setitem__(task.id, status),
+                    ports_for=lambda task: node_ports(task, lambda proto: next(offered)))
+    await worker.begin([])
+    try:
+        for task_id in ("t1", "t2"):
+            worker.update(Task(id=task_id, node_id="n1", endpoint=_WEB, desired_state=TaskState.RUNNING,
+                               status=TaskStatus(state=TaskState.ASSIGNED)))
+        ingress = {t: (s.port_status.ports or [])[0].published_port for t, s in reported.items()}
+        assert ingress == {"t1": 40000, "t2": 40001}
+    finally:
+        await worker.close()
 
 
 def _cluster() -> World:

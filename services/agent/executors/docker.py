@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiodocker
+import aiohttp
 from aiodocker.exceptions import DockerError
 from aiodocker.jsonstream import json_stream_list
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 NODE_LABEL = "com.docker.swarm.node.id"
 TASK_LABEL = "com.docker.swarm.task.id"
+
+_WATCH_PAUSE_S = 0.5
+_WATCH_MAX_PAUSE_S = 10.0
+"""How long the events watch waits before it reconnects: first, and at most while failures repeat."""
 
 _HEALTH = {"starting": Health.STARTING, "healthy": Health.HEALTHY, "unhealthy": Health.UNHEALTHY}
 """The engine's `State.Health.Status` (and `health_status: X` event actions) as a `Health`."""
@@ -141,6 +146,12 @@ def from_event(event: dict[str, Any]) -> Container:
         return Container(task_id=task_id, node_id=node_id, phase=Phase.RUNNING, container_id=cid, health=health)
     return Container(task_id=task_id, node_id=node_id, phase=Phase.EXITED, container_id=cid,
                      exit_code=int(attrs.get("exitCode", 0)))
+
+
+def _engine_time(event: dict[str, Any]) -> str:
+    """An event's time as the engine's `since` parameter takes it (`seconds.nanoseconds`)."""
+    nanos = event.get("timeNano")
+    return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}" if isinstance(nanos, int) else ""
 
 
 def pull_params(image: str) -> dict[str, Any]:
@@ -272,21 +283,44 @@ class DockerExecutor:
 
     async def _events(self, on_change: OnChange) -> None:
         """Follow the engine's `die` and `health_status` events for our nodes' containers; reconnect if
-        the stream ends."""
+        the stream ends. Events of the gap are lost (a `healthy` sent once, an exit), so after a
+        reconnect every known container is inspected again and reported. Whatever fails, the watch
+        goes on after a pause that grows while failures repeat."""
         filters = json.dumps({"type": ["container"], "event": ["die", "health_status"],
                               "label": [f"{NODE_LABEL}={n}" for n in self.node_ids]})
+        reconnect, pause, since = False, _WATCH_PAUSE_S, ""
         while True:
             # aiodocker's events API is untyped; DockerEvents is its public events client.
             events = aiodocker.docker.DockerEvents(self.docker)  # type: ignore[no-untyped-call]
-            subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
             try:
+                # `since` (the engine's time of the last event seen) replays what it still holds of the
+                # gap, including what happens while the stream connects and the inspections run.
+                params = {"filters": filters, **({"since": since} if since else {})}
+                subscriber = events.subscribe(**params)  # type: ignore[no-untyped-call]
+                if reconnect:
+                    await self._reinspect(on_change)
                 while (event := await subscriber.get()) is not None:
                     on_change(from_event(event))
-            except (DockerError, OSError) as e:
+                    since = _engine_time(event) or since
+                    pause = _WATCH_PAUSE_S
+                await events.stop()  # type: ignore[no-untyped-call]  # raises what ended the stream
+            except (DockerError, OSError, aiohttp.ClientError) as e:
                 log.warning("docker events stream lost", extra={"error": str(e)})
+            except Exception:  # a bug or an unexpected reply must not end the watch for good
+                log.exception("docker events watch failed")
             finally:
-                await events.stop()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):  # a no-op once stopped; on the way out, nothing to add
+                    await events.stop()  # type: ignore[no-untyped-call]
+            reconnect = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _WATCH_MAX_PAUSE_S)
+
+    async def _reinspect(self, on_change: OnChange) -> None:
+        for task_id, cid in list(self._ids.items()):
+            try:
+                on_change(await self._inspect(cid))
+            except ExecutorError as e:
+                log.info("cannot inspect a watched container", extra={"task_id": task_id, "error": str(e)})
 
     async def _find(self, task_id: str) -> Container | None:
         raw = await self.docker.containers.list(all=True, filters=json.dumps({"label": [f"{TASK_LABEL}={task_id}"]}))

@@ -19,9 +19,10 @@ import bisect
 import collections
 import contextlib
 import heapq
+import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 from schemas.logs import STDERR, STDOUT, LogLine, LogQuery
@@ -30,6 +31,9 @@ CHECKPOINT_S = 0.5
 FOLLOW_POLL_S = 0.2
 BLOCK = 64 * 1024
 """Read size, and the most data one batch of lines carries."""
+FOLLOW_BLOCKS = 32
+"""The most blocks `follow` reads of one file per poll, so a chatty task never makes it hold a burst
+in memory or the loop for long; a follower behind polls again without waiting."""
 _NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
 
@@ -189,18 +193,16 @@ def _wanted_streams(query: LogQuery) -> list[int]:
     return [s for s, on in ((STDOUT, query.stdout), (STDERR, query.stderr)) if on]
 
 
-def _in_window(line: LogLine, query: LogQuery) -> bool:
-    return line.time >= query.since and (not query.until or line.time <= query.until)
-
-
-async def read(task_dir: Path, query: LogQuery) -> AsyncIterator[list[LogLine]]:
+async def read(task_dir: Path, query: LogQuery) -> AsyncGenerator[list[LogLine], None]:
     """The task's lines as the query asks, in batches; with `follow`, until the task has exited and
     everything it wrote has been sent (or `until` has passed)."""
     files = [_File(task_dir, stream, query) for stream in _wanted_streams(query)]
     running = query.follow and not _exited(task_dir)
     ends = [_history_end(f, running) for f in files]
     merged = heapq.merge(*(f.lines(end) for f, end in zip(files, ends, strict=True)), key=lambda line: line.time)
-    history: Iterable[LogLine] = (line for line in merged if _in_window(line, query))
+    # The merged stream is in time order: the first line after `until` ends it, the rest is never read.
+    upto = itertools.takewhile(lambda line: not query.until or line.time <= query.until, merged)
+    history: Iterable[LogLine] = (line for line in upto if line.time >= query.since)
     if query.tail >= 0:
         history = collections.deque(history, maxlen=query.tail)
     for batch in _batches(history):
@@ -235,20 +237,23 @@ async def _follow(task_dir: Path, files: list[_File], positions: list[int],
         if query.until and now > query.until:
             return
         fresh: list[LogLine] = []
+        behind = False
         for i, f in enumerate(files):
             try:
                 size = os.stat(f.path).st_size
             except OSError:
                 continue
-            end = size if exited else _last_newline(f.path, positions[i], size)
+            stop = min(size, positions[i] + FOLLOW_BLOCKS * BLOCK)
+            behind = behind or stop < size
+            end = size if exited and stop == size else _last_newline(f.path, positions[i], stop)
             for _, data in _read_lines(f.path, positions[i], end):
                 fresh.append(LogLine(stream=f.stream, time=now, data=data))
             positions[i] = max(positions[i], end)
         for batch in _batches(fresh):
             yield batch
-        if exited:
+        if exited and not behind:
             return
-        await asyncio.sleep(FOLLOW_POLL_S)
+        await asyncio.sleep(0 if behind else FOLLOW_POLL_S)
 
 
 def _last_newline(path: Path, start: int, size: int) -> int:

@@ -179,6 +179,9 @@ class ProcessExecutor:
     # -- the task directory ---------------------------------------------------------------------
 
     def _dir(self, task_id: str) -> Path:
+        """Task ids are swarmkit's base-36: anything else (`..`, `/`) could name a path outside the root."""
+        if not (task_id.isascii() and task_id.isalnum()):
+            raise ExecutorError(f"task: invalid task id {task_id!r}: only letters and digits are allowed")
         return self.root / task_id
 
     def _observe(self, d: Path) -> Container:

@@ -14,7 +14,8 @@ BYTES = Counter("shoal_ingress_bytes_total",
 BACKEND_FAILURES = Counter("shoal_ingress_backend_failures_total",
                            "Backends that refused or did not answer a connection (another was tried)",
                            ["service", "backend"])
-UNROUTED = Counter("shoal_ingress_unrouted_total", "Connections closed because no backend could take them",
-                   ["service"])
+UNROUTED = Counter("shoal_ingress_unrouted_total",
+                   "Connections closed (UDP: datagrams dropped) because no backend could take them "
+                   "or the flow cap is reached", ["service"])
 ACTIVE = Gauge("shoal_ingress_active_connections", "Connections being forwarded now", ["service"])
 LISTENERS = Gauge("shoal_ingress_listeners", "Published ports this agent listens on")

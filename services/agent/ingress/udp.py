@@ -4,7 +4,8 @@ A flow is one client address: its first datagram picks a backend (round robin) a
 connected to it; later datagrams of the flow go the same way, and the backend's replies come back
 from the published port. A flow idle for `FLOW_IDLE_S` is forgotten. UDP has no refusal to skip on
 connect; an ICMP error (the backend's port is closed) ends the flow, so the next datagram of that
-client picks another backend.
+client picks another backend. A backend that left the route (its node went down: no ICMP comes back)
+loses its flows at the next sweep, so a client that keeps sending moves to a live one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ FLOW_IDLE_S = 30.0
 _QUEUED_MAX = 64
 """Datagrams kept for a flow whose backend socket is still opening; more are dropped, as a full
 socket buffer would."""
+MAX_FLOWS = 4096
+"""Flows one listener keeps at once. Each holds a socket and lives `FLOW_IDLE_S`, so without a cap a
+flood from many source addresses would exhaust the agent's file descriptors; a new client over the cap
+is dropped (counted as unrouted) until flows end."""
 
 Address = tuple[str, int]
 
@@ -35,6 +40,8 @@ class _Flow(asyncio.DatagramProtocol):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
         self.queued: list[bytes] = []
+        self.closed = False
+        """Ended while its socket may still be opening: a late socket is closed on arrival."""
         self.seen = time.monotonic()
         self._in = BYTES.labels(service=service, backend=backend.node_id, direction="in")
         self._out = BYTES.labels(service=service, backend=backend.node_id, direction="out")
@@ -49,6 +56,9 @@ class _Flow(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        if self.closed:
+            self.transport.close()
+            return
         for data in self.queued:
             self.transport.sendto(data)
         self.queued.clear()
@@ -59,12 +69,15 @@ class _Flow(asyncio.DatagramProtocol):
         self.listener.reply(data, self.client)
 
     def error_received(self, exc: Exception) -> None:
+        if self.closed:  # the client may have a newer flow by now: leave it be
+            return
         BACKEND_FAILURES.labels(service=self.service, backend=self.backend.node_id).inc()
         log.info("ingress UDP backend error; the flow will pick another",
                  extra={"service": self.service, "task_id": self.backend.task_id, "error": str(exc)})
         self.listener.end(self.client)
 
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
@@ -96,7 +109,8 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _new_flow(self, client: Address) -> _Flow | None:
         route = self.lookup()
-        order = self.rotation.order(route) if route is not None else []
+        full = len(self.flows) >= MAX_FLOWS
+        order = self.rotation.order(route) if route is not None and not full else []
         if route is None or not order:
             UNROUTED.labels(service=route.service_name if route is not None else "").inc()
             return None
@@ -125,7 +139,9 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _sweep(self) -> None:
         idle_since = time.monotonic() - FLOW_IDLE_S
-        for client in [c for c, f in self.flows.items() if f.seen < idle_since]:
+        route = self.lookup()
+        live = set(route.backends) if route is not None else set()
+        for client in [c for c, f in self.flows.items() if f.seen < idle_since or f.backend not in live]:
             self.end(client)
         self._sweeper = asyncio.get_running_loop().call_later(FLOW_IDLE_S / 2, self._sweep)
 
@@ -138,9 +154,9 @@ class UdpListener(asyncio.DatagramProtocol):
             self.end(client)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in self._opening:
+            task.cancel()
 
     async def close(self) -> None:
         self.retire()
-        for task in list(self._opening):
-            task.cancel()
         await asyncio.gather(*self._opening, return_exceptions=True)

@@ -124,17 +124,16 @@ async def _count(items: Any, n: int) -> bool:
 
 
 @pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def engine() -> Iterator[str]:
     with docker_engine() as host:
         ensure_test_image(host)
-        monkeypatch.setenv("SHOAL_DOCKER_HOST", host)
         yield host
 
 
 async def test_service_logs_with_the_docker_executor(engine: str, tmp_path: Path) -> None:
     name = f"logs{uuid.uuid4().hex[:8]}"  # the engine is shared: touch only this test's containers
     try:
-        async with local_cluster(tmp_path, agents=2, executor="docker") as c:
+        async with local_cluster(tmp_path, agents=2, executor="docker", engine=engine) as c:
             host = c.docker_host
             await eventually(lambda: _count(_nodes(c), 2), 60, f"two nodes joined; agent-1:\n{c.log('agent-1')}")
             await docker(host, "service", "create", "--detach", "--name", name, "--replicas", "2",

@@ -29,9 +29,8 @@ def engine() -> Iterator[str]:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
-    monkeypatch.setenv("SHOAL_DOCKER_HOST", engine)
-    async with local_cluster(tmp_path, options=cluster_options(tmp_path, 3, "docker")) as c:
+async def cluster(tmp_path: Path, engine: str) -> AsyncIterator[LocalCluster]:
+    async with local_cluster(tmp_path, options=cluster_options(tmp_path, 3, "docker", engine)) as c:
         try:
             yield c
         finally:

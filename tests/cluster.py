@@ -74,14 +74,17 @@ class LocalCluster:
         return await self.supervisor.wait_running(name)
 
     async def wait_api(self, timeout_s: float = 30.0) -> None:
-        host, _, port = self.options.api_addr.rpartition(":")
+        """Until every api instance answers (with several managers, tests use each of them)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while not await port_open(host, int(port)):
-            if loop.time() > deadline:
-                api = next(n for n in self.names if n.startswith("api"))
-                raise TimeoutError(f"the API did not answer within {timeout_s}s; api log:\n{self.log(api)}")
-            await asyncio.sleep(0.05)
+        apis = [n for n in self.names if n.startswith("api")]
+        for addr, api in zip(self.options.api_addrs, apis, strict=True):
+            host, _, port = addr.rpartition(":")
+            while not await port_open(host, int(port)):
+                if loop.time() > deadline:
+                    raise TimeoutError(f"the API at {addr} did not answer within {timeout_s}s; "
+                                       f"its log:\n{self.log(api)}")
+                await asyncio.sleep(0.05)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> int:

@@ -7,6 +7,7 @@ import pytest
 from services.kernel.eventlog import EventLog
 from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
 from services.kernel.memlog import MemoryLog
+from tests.docker_engine import docker_engine, ensure_test_image
 from tests.nats_server import NatsServer, nats_server
 
 
@@ -36,3 +37,12 @@ async def eventlog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
     await ensure_stream(nc, "SHOAL")
     yield JetStreamLog(nc, "SHOAL")
     await nc.close()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[str]:
+    """One Docker engine for the whole run (a private dockerd where none answers), with the test image.
+    Tests that share it touch only containers of their own nodes or services."""
+    with docker_engine() as host:
+        ensure_test_image(host)
+        yield host

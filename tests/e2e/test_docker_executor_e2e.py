@@ -14,7 +14,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster, node_ids
-from tests.docker_engine import TEST_IMAGE, docker_engine, ensure_test_image
+from tests.docker_engine import TEST_IMAGE
 from tests.e2e.cli import api_get, docker, eventually, filters
 from tests.registry import fake_registry
 
@@ -32,13 +32,6 @@ pytestmark = pytest.mark.e2e
 Json = dict[str, Any]
 SLEEP = ("sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait")
 """PID 1 ignores signals it has no handler for: trap TERM as a real server does, so stops are quick."""
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        ensure_test_image(host)
-        yield host
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster
-from tests.docker_engine import docker_engine, ensure_test_image
 from tests.e2e.cli import api_get, docker, docker_binary, eventually, filters
 
 pytestmark = pytest.mark.e2e
@@ -121,13 +120,6 @@ async def _no_streams(c: LocalCluster) -> bool:
 
 async def _count(items: Any, n: int) -> bool:
     return len(await items) == n
-
-
-@pytest.fixture
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        ensure_test_image(host)
-        yield host
 
 
 async def test_service_logs_with_the_docker_executor(engine: str, tmp_path: Path) -> None:

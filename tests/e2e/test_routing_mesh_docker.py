@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.cluster import LocalCluster, cluster_options, free_ports, local_cluster
-from tests.docker_engine import docker_engine, ensure_test_image
 from tests.e2e.cli import api_get, docker, eventually, filters
 
 pytestmark = pytest.mark.asyncio
 
 HTTPD = 'echo -n $PORT > /www/index.html && exec httpd -f -p "$SHOAL_NODE_ADDR:$PORT" -h /www'
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        ensure_test_image(host)
-        yield host
 
 
 @pytest.fixture

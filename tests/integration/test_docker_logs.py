@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,17 +15,9 @@ from schemas.task import Task
 from services.agent.executor import NoSuchContainer
 from services.agent.executors.docker import DockerExecutor
 from services.kernel.ids import new_id
-from tests.docker_engine import docker_engine, ensure_test_image
 
 pytestmark = pytest.mark.integration
 NODE = "logs-node"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        ensure_test_image(host)
-        yield host
 
 
 @pytest.fixture

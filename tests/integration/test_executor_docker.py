@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,12 @@ from schemas.task import Task
 from services.agent.executor import Executor, ExecutorError, Health, Phase
 from services.agent.executors.docker import DockerExecutor
 from services.kernel.ids import new_id
-from tests.docker_engine import TEST_IMAGE, docker_engine, ensure_test_image
+from tests.docker_engine import TEST_IMAGE, ensure_test_image
 from tests.integration.test_logs_protocol import until
 from tests.registry import fake_registry
 from tests.unit.test_executor_contract import ExecutorContract, Exits
 
 NODE = "node-health"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        ensure_test_image(host)
-        yield host
 
 
 class TestDockerExecutor(ExecutorContract):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,15 +10,8 @@ import pytest
 from services.cli.engine import choose, default_engine
 from services.cli.plan import Options, plan
 from services.cli.up import parse
-from tests.docker_engine import docker_engine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    with docker_engine() as host:
-        yield host
 
 
 async def test_no_executor_means_docker_when_the_engine_answers(tmp_path: Path, engine: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from schemas.base import Fact
+from schemas.cluster import SwarmSpec
 from schemas.node import NodeDescription, NodeSpec
 from schemas.service import PortConfig, ServiceSpec, UpdateStatus
 from schemas.task import Task, TaskState, TaskStatus
@@ -30,6 +31,12 @@ class ClusterCreated(Event, frozen=True):
 class JoinTokenRotated(Event, frozen=True):
     role: str
     token: str
+
+
+class ClusterSpecUpdated(Event, frozen=True):
+    """The whole new spec (`docker swarm update`, or the orchestrator recording what it obeys)."""
+
+    spec: SwarmSpec
 
 
 class NodeJoined(Event, frozen=True):
@@ -145,6 +152,7 @@ class LeaderWrote(Event, frozen=True):
 AnyEvent = (
     ClusterCreated
     | JoinTokenRotated
+    | ClusterSpecUpdated
     | NodeJoined
     | NodeRejoined
     | NodeUpdated

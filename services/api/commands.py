@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
+from schemas.cluster import SwarmSpec
 from schemas.events import (
     ClusterCreated,
+    ClusterSpecUpdated,
     JoinTokenRotated,
     NodeRemoved,
     NodeUpdated,
@@ -46,12 +48,20 @@ def create_cluster(state: ClusterState, cluster_id: str, worker_token: str, mana
 
 
 def rotate_token(state: ClusterState, version: int, role: str, token: str) -> Intent:
-    cluster = state.cluster
-    if cluster is None:
-        raise Unavailable("This node is not part of a swarm")
-    if version != cluster.version.index:
-        raise OutOfSequence()
+    _check_cluster_version(state, version)
     return Intent(JoinTokenRotated(role=role, token=token), expect_seq=version, expect_subject=subjects.CLUSTER)
+
+
+def update_cluster_spec(state: ClusterState, version: int, spec: SwarmSpec) -> Intent:
+    _check_cluster_version(state, version)
+    return Intent(ClusterSpecUpdated(spec=spec), expect_seq=version, expect_subject=subjects.CLUSTER)
+
+
+def _check_cluster_version(state: ClusterState, version: int) -> None:
+    if state.cluster is None:
+        raise Unavailable("This node is not part of a swarm")
+    if version != state.cluster.version.index:
+        raise OutOfSequence()
 
 
 # -- services ------------------------------------------------------------------------------------

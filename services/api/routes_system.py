@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import commands
+from services.api import commands, swarm_spec
 from services.api.committer import Committer
 from services.api.context import api_of
 from services.api.errors import NotFound, Unavailable
@@ -51,11 +51,15 @@ async def init_or_join(request: web.Request) -> web.Response:
 
 
 async def update_swarm(request: web.Request) -> web.Response:
-    """Token rotation (`docker swarm join-token --rotate`); the swarm spec itself is fixed in Shoal."""
-    await read_json(request, dict[str, Any])
+    """Token rotation (`docker swarm join-token --rotate`) and the task history limit
+    (`docker swarm update --task-history-limit`); the rest of the swarm spec is fixed in Shoal."""
+    body = await read_json(request, dict[str, Any])
     version = version_param(request, "swarm")
     cluster = _cluster(request)
     committer = api_of(request).committer
+    spec = swarm_spec.requested(cluster.spec, body)
+    if spec is not None:
+        version = await committer.commit(lambda state: commands.update_cluster_spec(state, version, spec))
     for role in ("worker", "manager"):
         if bool_param(request, f"rotate{role.title()}Token"):
             version = await _rotate(committer, version, role, new_token(cluster.id))
@@ -89,7 +93,7 @@ ROUTES: list[Route] = [
           body=dict[str, Any], errors=(503,)),
     Route("POST", "/swarm/join", init_or_join, "Refused: the gateway is always part of its cluster",
           body=dict[str, Any], errors=(503,)),
-    Route("POST", "/swarm/update", update_swarm, "Rotate join tokens",
+    Route("POST", "/swarm/update", update_swarm, "Rotate join tokens, set the task history limit",
           query=("version", "rotateWorkerToken", "rotateManagerToken"), body=dict[str, Any]),
     Route("GET", "/distribution/{name:.+}/json", distribution, "Image digests are not resolved", errors=(404,)),
 ]

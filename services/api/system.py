@@ -13,6 +13,7 @@ import socket
 from importlib import metadata
 from typing import Any
 
+from services.api.swarm_spec import spec_view
 from services.api.versioning import API_VERSION, MIN_API_VERSION
 from services.api.views import manager_addr
 from services.kernel.ids import now
@@ -59,7 +60,7 @@ def swarm_view(cluster: Cluster, *, tokens: bool) -> dict[str, Any]:
         "Version": {"Index": cluster.version.index},
         "CreatedAt": cluster.created_at,
         "UpdatedAt": cluster.updated_at,
-        "Spec": SWARM_SPEC,
+        "Spec": spec_view(cluster.spec, SWARM_SPEC),
         "TLSInfo": {},
         "RootRotationInProgress": False,
         "DefaultAddrPool": DEFAULT_ADDR_POOL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -21,8 +21,8 @@ from services.kernel.redact import public_event
 from services.kernel.state import ClusterState
 from services.kernel.traces import TRACEPARENT
 
-_TAIL_BYTES = 1 << 20
-"""Longer than any line: the last complete line is always inside the tail read."""
+_CHUNK = 1 << 16
+"""How much of the journal's end is read at a time while looking back for a line break."""
 _encoder = msgspec.json.Encoder()
 
 
@@ -44,6 +44,19 @@ def line(state: ClusterState, seq: int, subject: str, env: Envelope | None,
     return _encoder.encode(out) + b"\n"
 
 
+def _last_newline(f: BinaryIO, end: int) -> int:
+    """Where the last line break before `end` is, or -1: read backwards a chunk at a time, so a
+    line of any length is found whole without reading the whole journal."""
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        f.seek(start)
+        found = f.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,13 +66,14 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+b") as f:
             size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
-            complete = tail.rfind(b"\n") + 1
-            if complete < len(tail):
-                f.truncate(size - (len(tail) - complete))
-            lines = tail[:complete].splitlines()
-        return int(json.loads(lines[-1])["seq"]) if lines else 0
+            end = _last_newline(f, size)
+            if end + 1 < size:
+                f.truncate(end + 1)
+            if end < 0:
+                return 0
+            start = _last_newline(f, end) + 1
+            f.seek(start)
+            return int(json.loads(f.read(end - start))["seq"])
 
     def write(self, lines: list[bytes]) -> None:
         """Append and fsync. Blocking: call in a thread."""

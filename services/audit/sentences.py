@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from schemas.events import (
     ClusterCreated,
+    ClusterSpecUpdated,
     Envelope,
     Event,
     JoinTokenRotated,
@@ -66,6 +67,8 @@ def _describe(state: ClusterState, actor: str, ev: Event) -> str:
             return f"cluster {ev.cluster_id} was created"
         case JoinTokenRotated():
             return f"{actor} rotated the {ev.role} join token"
+        case ClusterSpecUpdated():
+            return f"{actor} updated the cluster settings"
     return _describe_task(state, ev)
 
 

@@ -18,6 +18,7 @@ from schemas.base import Version
 from schemas.codec import decode
 from schemas.events import (
     ClusterCreated,
+    ClusterSpecUpdated,
     Envelope,
     JoinTokenRotated,
     LeaderElected,
@@ -117,6 +118,14 @@ def _token_rotated(state: ClusterState, seq: int, env: Envelope, ev: JoinTokenRo
         c.worker_token = ev.token
     else:
         c.manager_token = ev.token
+    return True
+
+
+def _cluster_spec(state: ClusterState, seq: int, env: Envelope, ev: ClusterSpecUpdated) -> bool:
+    c = state.cluster
+    if c is None:
+        return False
+    c.version, c.updated_at, c.spec = Version(seq), env.time, ev.spec
     return True
 
 
@@ -363,6 +372,7 @@ def _leader_wrote(state: ClusterState, seq: int, env: Envelope, ev: LeaderWrote)
 _HANDLERS: dict[type, Handler] = {
     ClusterCreated: _cluster_created,
     JoinTokenRotated: _token_rotated,
+    ClusterSpecUpdated: _cluster_spec,
     NodeJoined: _node_joined,
     NodeRejoined: _node_rejoined,
     NodeUpdated: _node_updated,

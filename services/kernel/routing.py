@@ -9,6 +9,7 @@ from __future__ import annotations
 from schemas.events import (
     AnyEvent,
     ClusterCreated,
+    ClusterSpecUpdated,
     JoinTokenRotated,
     LeaderElected,
     LeaderWrote,
@@ -34,7 +35,7 @@ from services.kernel.state import ClusterState
 
 def subject_for(ev: AnyEvent, state: ClusterState) -> str:
     match ev:
-        case ClusterCreated() | JoinTokenRotated():
+        case ClusterCreated() | JoinTokenRotated() | ClusterSpecUpdated():
             return subjects.CLUSTER
         case NodeJoined() | NodeRejoined():
             return subjects.node(ev.node_id, "agent")

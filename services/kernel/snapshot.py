@@ -6,6 +6,7 @@ is then: newest snapshot + the tail of the log after its sequence.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from typing import Protocol
@@ -73,6 +74,11 @@ class SnapshotStore(Protocol):
 
     async def load(self, name: str) -> bytes | None: ...
 
+    async def names(self, prefix: str) -> list[str]: ...
+
+    async def delete(self, name: str) -> None:
+        """Absent already is not an error."""
+
 
 class MemorySnapshots:
     def __init__(self) -> None:
@@ -83,6 +89,12 @@ class MemorySnapshots:
 
     async def load(self, name: str) -> bytes | None:
         return self.saved.get(name)
+
+    async def names(self, prefix: str) -> list[str]:
+        return [n for n in self.saved if n.startswith(prefix)]
+
+    async def delete(self, name: str) -> None:
+        self.saved.pop(name, None)
 
 
 class ObjectStoreSnapshots:
@@ -117,3 +129,16 @@ class ObjectStoreSnapshots:
         except nats.js.errors.ObjectNotFoundError:
             return None
         return buffer.getvalue()
+
+    async def names(self, prefix: str) -> list[str]:
+        obs = await self._obs()
+        try:
+            infos = await obs.list(ignore_deletes=True)  # type: ignore[attr-defined]
+        except nats.js.errors.NotFoundError:  # nats-py's word for an empty store
+            return []
+        return [i.name for i in infos if i.name.startswith(prefix)]
+
+    async def delete(self, name: str) -> None:
+        obs = await self._obs()
+        with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+            await obs.delete(name)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from typing import TypeVar
 import msgspec
 
 from schemas.base import Record, Version, Wire
+from schemas.cluster import SwarmSpec
 from schemas.node import Node
 from schemas.service import Service
 from schemas.task import Task
@@ -33,6 +34,8 @@ class Cluster(Record):
     updated_at: str = ""
     worker_token: str = ""
     manager_token: str = ""
+    spec: SwarmSpec | None = None
+    """None until the orchestrator (or `docker swarm update`) records it."""
 
 
 class Leader(Wire):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import global_, jobs, orphans, rebalance, replicated, tasks
+from services.orchestrator import cluster_spec, global_, jobs, orphans, rebalance, replicated, tasks
 from services.orchestrator.nodes import is_invalid, takes_new_tasks
 
 DEFAULT_HISTORY_LIMIT = 5
@@ -28,15 +28,16 @@ class Settings:
 def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
            settings: Settings = Settings()) -> Decision:
     out = Decision()
+    limit = cluster_spec.history_limit(state, settings.history_limit)
     whole = services | _hit_by_nodes(state, nodes)
     for service_id in sorted(whole):
-        _service(state, service_id, now_ns, settings, out)
+        _service(state, service_id, now_ns, limit, settings, out)
     if nodes:
         for service in state.services.values():
             if service.id not in whole and is_global(service):
-                global_.reconcile(state, service, now_ns, settings.history_limit, out, only_nodes=nodes)
+                global_.reconcile(state, service, now_ns, limit, out, only_nodes=nodes)
             elif service.id not in whole and _is_global_job(service):
-                jobs.reconcile(state, service, now_ns, settings.history_limit, out)
+                jobs.reconcile(state, service, now_ns, limit, out)
     if any(_wants_share(state, n, settings) for n in nodes):
         for service in state.services.values():
             if service.id not in whole and _rebalances(service, settings):
@@ -92,17 +93,18 @@ def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:
     return hit
 
 
-def _service(state: ClusterState, service_id: str, now_ns: int, settings: Settings, out: Decision) -> None:
+def _service(state: ClusterState, service_id: str, now_ns: int, limit: int, settings: Settings,
+             out: Decision) -> None:
     service = state.services.get(service_id)
     if service is None:
         out.intents.extend(tasks.retire_all(state.tasks_of_service(service_id), state))
     elif is_replicated(service):
-        replicated.reconcile(state, service, now_ns, settings.history_limit, out)
+        replicated.reconcile(state, service, now_ns, limit, out)
         if rebalance.opted_in(service, settings.rebalance):
             rebalance.reconcile(state, service, now_ns, out)
         else:
             rebalance.cancel(state, service, out)
     elif is_global(service):
-        global_.reconcile(state, service, now_ns, settings.history_limit, out)
+        global_.reconcile(state, service, now_ns, limit, out)
     else:
-        jobs.reconcile(state, service, now_ns, settings.history_limit, out)
+        jobs.reconcile(state, service, now_ns, limit, out)

@@ -72,6 +72,12 @@ class Liveness:
             self.seen[node_id] = seen
         return beat.nodes
 
+    def period_ns(self, state: ClusterState) -> int:
+        """The heartbeat period failure is measured in: the longest grace among the cluster's nodes
+        (a fixed grace, or 3 of the period each agent announces) over the periods a node may miss."""
+        graces = (self.seen[n].grace_ns for n in state.nodes if n in self.seen)
+        return max(graces, default=self.default.grace_ns) // MISSED_PERIODS
+
     def decide(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
         return node_status(state, self.seen, self.default, now_ns)
 

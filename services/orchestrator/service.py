@@ -17,6 +17,7 @@ from services.kernel.process import Runtime
 from services.kernel.projection import Projection
 from services.kernel.reconcile import Reconciler, combine
 from services.kernel.writer import Writer
+from services.orchestrator import cluster_spec
 from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings, decider
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.orchestrator.metrics import count_appended
@@ -36,8 +37,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "env SHOAL_HEARTBEAT_GRACE)")
     parser.add_argument("--task-history-limit", type=int, metavar="N",
                         default=env("SHOAL_TASK_HISTORY_LIMIT", str(DEFAULT_HISTORY_LIMIT)),
-                        help="tasks kept per slot, the live one included; negative keeps all "
-                             "(default: %(default)s; env SHOAL_TASK_HISTORY_LIMIT)")
+                        help="tasks kept per slot, the live one included; negative keeps all. The cluster "
+                             "starts with it; once recorded in the log, `docker swarm update "
+                             "--task-history-limit` changes it (default: %(default)s; env SHOAL_TASK_HISTORY_LIMIT)")
     parser.add_argument("--orphan-after", type=float, metavar="SECONDS",
                         default=env("SHOAL_ORPHAN_AFTER", str(ORPHAN_AFTER_S)),
                         help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h; "
@@ -55,7 +57,8 @@ def settings(args: argparse.Namespace) -> Settings:
 def reconciler(projection: Projection, writer: Writer, settings: Settings,
                liveness: Liveness | None = None) -> Reconciler:
     """The loop without its process around it, so tests can run it against any `EventLog`."""
-    decide = decider(settings) if liveness is None else combine(decider(settings), liveness.decide)
+    decide = decider(settings) if liveness is None else combine(
+        decider(settings), liveness.decide, cluster_spec.decider(settings.history_limit, liveness.period_ns))
     return Reconciler(NAME, projection, writer, decide, after_append=count_appended)
 
 

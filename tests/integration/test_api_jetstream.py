@@ -89,3 +89,16 @@ async def test_the_trace_context_is_a_header_of_the_appended_entry(jslog: JetStr
         assert (await client.post("/v1.41/services/create", json=SPEC, headers=headers)).status == 201
     last = (await entries(jslog))[-1]
     assert trace_id in (last.headers or {}).get("traceparent", "")
+
+
+async def test_the_object_store_lists_and_deletes_snapshots_by_name(jslog: JetStreamLog) -> None:
+    """What checkpoint pruning relies on, on a real object store."""
+    store = ObjectStoreSnapshots(jslog.js)
+    assert await store.names("state-at-") == []
+    for name in ("state-at-10", "state-at-20", "orchestrator"):
+        await store.save(name, name.encode())
+    assert sorted(await store.names("state-at-")) == ["state-at-10", "state-at-20"]
+    await store.delete("state-at-10")
+    await store.delete("state-at-10")  # absent already: not an error
+    assert await store.names("state-at-") == ["state-at-20"]
+    assert await store.load("state-at-10") is None and await store.load("orchestrator") == b"orchestrator"

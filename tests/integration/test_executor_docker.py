@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession, UnixConnector, web
 
 from schemas.service import ContainerSpec, HealthConfig, PullOptions, TaskSpec
 from schemas.task import Task
@@ -183,3 +184,91 @@ async def test_a_health_change_during_an_events_gap_is_seen_after_the_reconnect(
         relay.cut()
         await watcher.close()
 
+
+
+async def test_one_process_serving_several_nodes_sees_each_nodes_events_and_no_others(
+        engine: str, tmp_path: Path) -> None:
+    """The engine ANDs label filters: one filter per node would match no container at all."""
+    relay = Relay(engine.removeprefix("unix://"), tmp_path / "engine.sock")
+    await relay.open()
+    served = DockerExecutor(engine, ["multi-a", "multi-b"])
+    other = DockerExecutor(engine, ["multi-c"])
+    watcher = DockerExecutor(f"unix://{relay.path}", ["multi-a", "multi-b"])
+    exits = Exits()
+    watcher.watch(exits)
+    runs = [(served, "multi-c", 1, 5), (served, "multi-a", 2, 3), (served, "multi-b", 2, 4)]
+    tasks = [Task(id=new_id(), node_id=node, service_id="svc1", spec=TaskSpec(container_spec=ContainerSpec(
+        image=TEST_IMAGE, command=["sh", "-c"], args=[f"sleep {after_s}; exit {code}"])))
+        for _, node, after_s, code in runs]
+    try:
+        await until(lambda: any(b"/events?" in r for r in relay.requests), "the events stream connected")
+        for (_, node, _, _), task in zip(runs, tasks, strict=True):
+            executor = other if node == "multi-c" else served
+            await executor.prepare(task)
+            await executor.start(task)
+        for (_, _, _, code), task in zip(runs[1:], tasks[1:], strict=True):
+            seen = await exits.wait(task.id, within_s=60)
+            assert (seen.phase, seen.exit_code) == (Phase.EXITED, code)
+        assert tasks[0].id not in exits.seen, "multi-c's container exited first but is not this process's"
+    finally:
+        await other.remove(tasks[0].id)
+        for task in tasks[1:]:
+            await served.remove(task.id)
+        relay.cut()
+        for executor in (watcher, served, other):
+            await executor.close()
+
+
+class FailingRemovals:
+    """The real engine behind a unix socket that answers container removals as the test says: the
+    engine's own failures (a busy filesystem, a daemon error) cannot be caused on demand."""
+
+    def __init__(self, engine: str, path: Path) -> None:
+        self.upstream = ClientSession(connector=UnixConnector(path=engine.removeprefix("unix://")))
+        self.path = path
+        self.answer = (500, "")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app)
+
+    async def __aenter__(self) -> str:
+        await self.runner.setup()
+        await web.UnixSite(self.runner, str(self.path)).start()
+        return f"unix://{self.path}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+        await self.upstream.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "DELETE" and "/containers/" in request.path:
+            status, message = self.answer
+            return web.json_response({"message": message}, status=status)
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "content-type"}
+        async with self.upstream.request(request.method, f"http://engine{request.path_qs}", headers=headers,
+                                         data=await request.read()) as r:
+            return web.Response(body=await r.read(), status=r.status, headers={"Content-Type": r.content_type})
+
+
+async def test_remove_lets_only_gone_or_already_removing_pass_and_retries_other_failures(
+        docker_ex: tuple[DockerExecutor, list[Task]], engine: str, tmp_path: Path) -> None:
+    direct, made = docker_ex
+    task = _task(made)
+    await direct.prepare(task)
+    proxy = FailingRemovals(engine, tmp_path / "faulty.sock")
+    async with proxy as host:
+        flaky = DockerExecutor(host, [NODE])
+        try:
+            for status, message in [(404, "No such container: x"),
+                                    (409, "removal of container x is already in progress")]:
+                proxy.answer = (status, message)
+                await flaky.remove(task.id)
+            for status, message in [(500, "driver failed to remove root filesystem: device or resource busy"),
+                                    (409, "You cannot remove a running container x")]:
+                proxy.answer = (status, message)
+                with pytest.raises(ExecutorError) as e:
+                    await flaky.remove(task.id)
+                assert e.value.temporary and message in str(e.value)
+        finally:
+            await flaky.close()
+    assert await direct.list() != [], "the container is still there for the fixture to remove"

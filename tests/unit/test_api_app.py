@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from schemas.cluster import DispatcherConfig, OrchestrationConfig, SwarmSpec
 from schemas.codec import decode
-from schemas.events import ServiceCreated, TaskCreated
+from schemas.events import ClusterSpecUpdated, ServiceCreated, TaskCreated
 from schemas.task import Task
 from services.api import routes_system
 from services.api.app import ALL_ROUTES, make_app
@@ -141,6 +142,28 @@ async def test_join_token_rotation_changes_only_the_rotated_secret(h: Harness) -
     assert after["JoinTokens"]["Manager"] == before["JoinTokens"]["Manager"]
     stale = await h.error("POST", "/v1.41/swarm/update", 500, before["Spec"], params=params)
     assert stale == "rpc error: code = Unknown desc = update out of sequence"
+
+
+async def test_info_and_swarm_show_the_settings_in_the_log_and_update_sets_the_limit(h: Harness) -> None:
+    recorded = SwarmSpec(orchestration=OrchestrationConfig(task_history_retention_limit=2),
+                         dispatcher=DispatcherConfig(heartbeat_period=2_000_000_000))
+    await h.api.projection.wait_for(await h.plane.append(ClusterSpecUpdated(spec=recorded)))
+    shown = (await h.call("GET", "/v1.41/info"))["Swarm"]["Cluster"]["Spec"]
+    assert (shown["Orchestration"], shown["Dispatcher"]) == (
+        {"TaskHistoryRetentionLimit": 2}, {"HeartbeatPeriod": 2_000_000_000})
+
+    swarm = await h.call("GET", "/v1.41/swarm")
+    body = {**swarm["Spec"], "Orchestration": {"TaskHistoryRetentionLimit": 9}}
+    await h.call("POST", "/v1.41/swarm/update", body=body, params={"version": str(swarm["Version"]["Index"])})
+    after = await h.call("GET", "/v1.41/swarm")
+    assert (after["Spec"]["Orchestration"], after["Spec"]["Dispatcher"]) == (
+        {"TaskHistoryRetentionLimit": 9}, {"HeartbeatPeriod": 2_000_000_000})
+    assert after["JoinTokens"] == swarm["JoinTokens"] and after["Version"]["Index"] > swarm["Version"]["Index"]
+
+    body = {**after["Spec"], "Dispatcher": {"HeartbeatPeriod": 5_000_000_000}}
+    params = {"version": str(after["Version"]["Index"])}
+    refused = await h.error("POST", "/v1.41/swarm/update", 400, body, params=params)
+    assert "--heartbeat" in refused and "2s" in refused
 
 
 async def test_swarm_init_and_join_say_the_node_is_already_in_a_swarm(h: Harness) -> None:

@@ -23,7 +23,7 @@ from schemas.events import (
 from schemas.node import NodeDescription, NodeSpec
 from schemas.service import ContainerSpec, ServiceSpec, TaskSpec
 from schemas.task import Task, TaskState, TaskStatus
-from services.api.checkpoints import Checkpoints, name
+from services.api.checkpoints import KEEP_RECENT, Checkpoints, kept, name
 from services.api.routes_shoal import state_document
 from services.kernel.eventlog import Append, Following, OnEntry
 from services.kernel.memlog import MemoryLog
@@ -114,3 +114,32 @@ async def test_an_unavailable_store_costs_a_full_replay_not_an_error() -> None:
     log = await filled()
     full = doc(await Checkpoints(log, None).state_at(13))
     assert doc(await Checkpoints(log, UnavailableSnapshots(), every=4).state_at(13)) == full and log.starts[-1] == 1
+
+
+def test_pruning_keeps_the_newest_and_thins_older_ones_for_good() -> None:
+    previous: set[int] = set()
+    for newest in range(1, 600):
+        marks = {m for m in range(1, newest + 1) if kept(m, newest, 1)}
+        assert set(range(max(1, newest - KEEP_RECENT + 1), newest + 1)) <= marks, "the newest are all kept"
+        assert marks - {newest} <= previous, "a checkpoint once dropped is never wanted again"
+        assert len(marks) <= KEEP_RECENT + KEEP_RECENT // 2 * (newest // KEEP_RECENT).bit_length()
+        for seq in range(1, newest + 1):  # an old point starts from a checkpoint not far behind it
+            start = max((m for m in marks if m <= seq), default=0)
+            assert seq - start <= (newest - seq) // 3 + 1, (newest, seq, start)
+        previous = marks
+    assert len({m for m in range(1, 100_001) if kept(m, 100_000, 1)}) < 64
+
+
+async def test_the_store_keeps_only_the_pruned_set_and_old_questions_still_answer_right() -> None:
+    log = await filled()
+    await log.append([Append("shoal.evt.junk", b"padding", f"p{i}") for i in range(60)])
+    last = len(log.entries)
+    store = MemorySnapshots()
+    checkpoints = Checkpoints(log, store, every=2)
+    await checkpoints.state_at(last)
+    wanted = {name(m) for m in range(2, last + 1, 2) if kept(m, last - last % 2, 2)}
+    assert set(store.saved) == wanted and len(wanted) < last // 2
+    plain = Checkpoints(log, None)
+    for seq in (3, 9, 13):
+        assert doc(await Checkpoints(log, store, every=2).state_at(seq)) == doc(await plain.state_at(seq))
+    assert set(store.saved) == wanted, "replaying an old stretch does not write its pruned checkpoints back"

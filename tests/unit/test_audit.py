@@ -66,6 +66,18 @@ def test_the_journal_drops_a_line_cut_short_by_a_crash(tmp_path: Path) -> None:
     assert Journal(tmp_path / "new.jsonl").last_seq() == 0
 
 
+def test_the_journal_finds_its_last_line_and_drops_a_cut_one_whatever_their_length(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "audit.jsonl")
+    long = b'{"seq": 2, "text": "' + b"x" * (3 << 20) + b'"}\n'
+    journal.write([b'{"seq": 1}\n', long])
+    assert journal.last_seq() == 2
+    journal.write([b'{"seq": 3, "text": "' + b"y" * (2 << 20)])
+    assert journal.last_seq() == 2
+    assert journal.path.read_bytes() == b'{"seq": 1}\n' + long
+    journal.write([b'{"seq": 3'])
+    assert Journal(journal.path).last_seq() == 2
+
+
 @dataclass
 class Msg:
     subject: str

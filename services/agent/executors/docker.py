@@ -41,6 +41,8 @@ TASK_LABEL = "com.docker.swarm.task.id"
 _WATCH_PAUSE_S = 0.5
 _WATCH_MAX_PAUSE_S = 10.0
 """How long the events watch waits before it reconnects: first, and at most while failures repeat."""
+_REMOVING = "is already in progress"
+"""The end of the engine's 409 for a container another call is removing (its other 409s are failures)."""
 
 _HEALTH = {"starting": Health.STARTING, "healthy": Health.HEALTHY, "unhealthy": Health.UNHEALTHY}
 """The engine's `State.Health.Status` (and `health_status: X` event actions) as a `Health`."""
@@ -260,10 +262,16 @@ class DockerExecutor:
         return await self._inspect(cid)
 
     async def remove(self, task_id: str) -> None:
+        """Gone already (404) or being removed by an earlier call (409) is done; any other failure
+        is temporary, so the worker tries again rather than leave the container behind."""
         cid = self._ids.pop(task_id, "") or getattr(await self._find(task_id), "container_id", "")
-        if cid:
-            with contextlib.suppress(DockerError):
-                await self.docker.containers.container(cid).delete(force=True)
+        if not cid:
+            return
+        try:
+            await self.docker.containers.container(cid).delete(force=True)
+        except DockerError as e:
+            if not (e.status == 404 or (e.status == 409 and _REMOVING in _message(e))):
+                raise ExecutorError(_message(e), temporary=True) from e
 
     async def list(self) -> list[Container]:
         found: list[Container] = []
@@ -286,8 +294,9 @@ class DockerExecutor:
         the stream ends. Events of the gap are lost (a `healthy` sent once, an exit), so after a
         reconnect every known container is inspected again and reported. Whatever fails, the watch
         goes on after a pause that grows while failures repeat."""
-        filters = json.dumps({"type": ["container"], "event": ["die", "health_status"],
-                              "label": [f"{NODE_LABEL}={n}" for n in self.node_ids]})
+        # The engine ANDs label filters: filter on the key, pick this process's nodes here.
+        filters = json.dumps({"type": ["container"], "event": ["die", "health_status"], "label": [NODE_LABEL]})
+        ours = set(self.node_ids)
         reconnect, pause, since = False, _WATCH_PAUSE_S, ""
         while True:
             # aiodocker's events API is untyped; DockerEvents is its public events client.
@@ -300,7 +309,8 @@ class DockerExecutor:
                 if reconnect:
                     await self._reinspect(on_change)
                 while (event := await subscriber.get()) is not None:
-                    on_change(from_event(event))
+                    if event.get("Actor", {}).get("Attributes", {}).get(NODE_LABEL) in ours:
+                        on_change(from_event(event))
                     since = _engine_time(event) or since
                     pause = _WATCH_PAUSE_S
                 await events.stop()  # type: ignore[no-untyped-call]  # raises what ended the stream

@@ -1,0 +1,52 @@
+"""The cluster settings the orchestrator obeys, recorded in the log so every gateway can show them.
+
+`--task-history-limit` is the limit a cluster starts with: the first leader of a cluster that has
+none records it, and from then on the log's value is the one obeyed, changed with
+`docker swarm update --task-history-limit` (Swarm's `init` sets it, `update` changes it).
+The heartbeat period is a fact rather than a setting: the grace the leader applies divided by the
+periods a node may miss, re-recorded whenever it changes (a fixed `--heartbeat-grace`, or agents
+announcing another `--heartbeat`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from msgspec.structs import replace
+
+from schemas.cluster import DispatcherConfig, OrchestrationConfig, SwarmSpec
+from schemas.events import ClusterSpecUpdated
+from services.kernel import subjects
+from services.kernel.reconcile import Decide, Decision
+from services.kernel.state import ClusterState
+from services.kernel.writer import Intent
+
+
+def history_limit(state: ClusterState, default: int) -> int:
+    """The log's limit once recorded, else the orchestrator's own flag."""
+    spec = state.cluster.spec if state.cluster is not None else None
+    limit = spec.orchestration.task_history_retention_limit if spec is not None else None
+    return default if limit is None else limit
+
+
+def decide(state: ClusterState, history_default: int, period_ns: int) -> Decision:
+    """Pure: the `ClusterSpecUpdated` that makes the log say what this leader obeys, if it does not."""
+    cluster = state.cluster
+    if cluster is None:
+        return Decision()
+    spec = cluster.spec or SwarmSpec()
+    if spec.orchestration.task_history_retention_limit is None:
+        spec = replace(spec, orchestration=OrchestrationConfig(task_history_retention_limit=history_default))
+    if spec.dispatcher.heartbeat_period != period_ns:
+        spec = replace(spec, dispatcher=DispatcherConfig(heartbeat_period=period_ns))
+    if spec == cluster.spec:
+        return Decision()
+    intent = Intent(ClusterSpecUpdated(spec=spec), expect_seq=cluster.version.index, expect_subject=subjects.CLUSTER)
+    return Decision(intents=[intent])
+
+
+def decider(history_default: int, period_ns: Callable[[ClusterState], int]) -> Decide:
+    def bound(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        return decide(state, history_default, period_ns(state))
+
+    return bound

@@ -1,0 +1,83 @@
+"""The cluster settings in the log: the orchestrator records what it obeys, then obeys the log."""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.cluster import DispatcherConfig, OrchestrationConfig, SwarmSpec
+from schemas.events import ClusterCreated, ClusterSpecUpdated
+from schemas.heartbeat import Heartbeat
+from schemas.task import TaskState
+from services.orchestrator import cluster_spec
+from services.orchestrator.decide import Settings
+from services.orchestrator.liveness import Liveness
+from tests.unit.test_orchestrator import policy, running
+from tests.world import SECOND, World
+
+
+def spec(limit: int | None = None, period_ns: int | None = None) -> SwarmSpec:
+    return SwarmSpec(orchestration=OrchestrationConfig(task_history_retention_limit=limit),
+                     dispatcher=DispatcherConfig(heartbeat_period=period_ns))
+
+
+def recorded(w: World, limit: int, period_ns: int) -> SwarmSpec | None:
+    intents = cluster_spec.decide(w.state, limit, period_ns).intents
+    if not intents:
+        return None
+    [intent] = intents
+    assert isinstance(intent.event, ClusterSpecUpdated)
+    assert intent.expect_subject == "shoal.evt.cluster"
+    assert w.state.cluster is not None and intent.expect_seq == w.state.cluster.version.index
+    w.fold(intent.event)
+    return intent.event.spec
+
+
+def test_the_first_leader_records_its_flag_and_period_then_only_period_changes() -> None:
+    w = World()
+    assert cluster_spec.decide(w.state, 7, SECOND).intents == []  # no cluster yet: nothing to record on
+    w.fold(ClusterCreated(cluster_id="c1"))
+    assert recorded(w, 7, SECOND) == spec(7, SECOND)
+    assert recorded(w, 7, SECOND) is None
+    assert recorded(w, 3, SECOND) is None, "a recorded limit is not overwritten by another leader's flag"
+    assert recorded(w, 3, 2 * SECOND) == spec(7, 2 * SECOND)
+
+
+def test_the_limit_in_the_log_wins_over_the_flag() -> None:
+    w = World()
+    assert cluster_spec.history_limit(w.state, 4) == 4
+    w.fold(ClusterCreated(cluster_id="c1"))
+    assert cluster_spec.history_limit(w.state, 4) == 4
+    w.fold(ClusterSpecUpdated(spec=spec(limit=-1)))
+    assert cluster_spec.history_limit(w.state, 4) == -1
+
+
+def test_history_is_pruned_to_the_limit_the_log_says() -> None:
+    w, sid = running(replicas=1, template=policy(delay=0))
+    w.fold(ClusterCreated(cluster_id="c1"), ClusterSpecUpdated(spec=spec(limit=2)))
+    for _ in range(4):
+        w.tick(2)
+        task = w.live(sid)[0]
+        w.run(task.id, "n1")
+        w.report(task.id, TaskState.FAILED)
+        w.apply(w.orchestrate(settings=Settings(history_limit=5)))
+        w.apply(w.orchestrate(settings=Settings(history_limit=5)))
+    assert len(w.tasks(sid)) == 2
+
+
+def beat(liveness: Liveness, node: str, period_s: float) -> None:
+    liveness.observe(msgspec.json.encode(Heartbeat(nodes=[node], period=period_s)), 0)
+
+
+def test_heartbeat_period_is_the_longest_announced_or_a_fixed_grace_over_three() -> None:
+    w = World()
+    w.node("n1")
+    w.node("n2")
+    announced = Liveness(0)
+    assert announced.period_ns(w.state) == SECOND, "nobody heard yet: the agents' default"
+    beat(announced, "n1", 1.0)
+    beat(announced, "n2", 5.0)
+    beat(announced, "gone", 30.0)
+    assert announced.period_ns(w.state) == 5 * SECOND, "nodes no longer in the cluster do not count"
+    fixed = Liveness(0, grace_s=6.0)
+    beat(fixed, "n2", 5.0)
+    assert fixed.period_ns(w.state) == 2 * SECOND

@@ -25,6 +25,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import RawStreamMsg
 
 from schemas.events import LeaderElected
 from services.kernel import subjects
@@ -89,14 +90,25 @@ class Lease:
                 log.debug("lease unavailable", extra={"loop": self.loop, "error": str(e)})
             await asyncio.sleep(self.poll_s)
 
-    async def _last_revision(self) -> int:
-        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+    async def _last(self) -> RawStreamMsg | None:
         try:
-            msg = await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
+            return await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
         except nats.js.errors.NotFoundError:
-            return 0
+            return None
         except (nats.errors.Error, TimeoutError) as e:
             raise LogUnavailable(repr(e)) from e
+
+    async def _last_revision(self) -> int:
+        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+        msg = await self._last()
+        return int(msg.seq or 0) if msg is not None else 0
+
+    async def _held_by_us(self) -> int:
+        """The key's revision if its newest write is still this holder's (a renewal whose
+        acknowledgement timed out on a loaded process but landed), else 0."""
+        msg = await self._last()
+        if msg is None or msg.data != self.holder.encode() or _deleted(msg):
+            return 0
         return int(msg.seq or 0)
 
     async def _released(self, revision: int) -> bool:
@@ -106,7 +118,7 @@ class Lease:
             return False
         except (nats.errors.Error, TimeoutError) as e:
             raise LogUnavailable(repr(e)) from e
-        return (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
+        return _deleted(msg)
 
     async def keep(self) -> None:
         """Renew every TTL/3 until a renewal is refused (someone else holds it) or none succeeded for
@@ -118,15 +130,19 @@ class Lease:
             sent = loop.time()
             try:
                 renewed, revision = await self._put(self.revision)
+                if not renewed:  # refused: by someone else's write, or by our own late renewal
+                    revision = await self._held_by_us()
             except LogUnavailable as e:
                 if loop.time() >= good_until:
                     log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
                     return
                 continue
-            if not renewed:
+            if not revision:
                 log.warning("lease taken by another process", extra={"loop": self.loop})
                 return
-            self.revision, good_until = revision, sent + self.ttl_s
+            self.revision = revision
+            if renewed:  # when our late renewal landed is unknown: its TTL is not counted
+                good_until = sent + self.ttl_s
 
     async def release(self) -> None:
         """When a term ends: mark the key deleted (if we still hold it) so a standby wins now rather
@@ -153,6 +169,10 @@ class Lease:
         if error.get("err_code") in WRONG_LAST:  # a replicated bucket does not say which revision
             return False, max(last_seq_from(error.get("description")), 0)
         raise LogUnavailable(f"lease write refused: {error.get('description')}")
+
+
+def _deleted(msg: RawStreamMsg) -> bool:
+    return (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
 
 
 Lead = Callable[[Writer], Awaitable[None]]

@@ -191,3 +191,18 @@ async def test_a_leader_that_stops_cleanly_hands_over_without_waiting_for_the_tt
         await asyncio.gather(first.task, return_exceptions=True)
         second = await _one_leader([c for c in cs if c is not first], timeout_s=10)  # far less than the TTL
         assert second is not first
+
+
+async def test_a_renewal_whose_acknowledgement_was_lost_does_not_end_the_term(nats: NatsServer) -> None:
+    """A loaded leader's renewal can time out waiting for its acknowledgement yet land: the next
+    renewal, naming the older revision, is refused by the leader's own write, not by a rival's."""
+    async with contenders(nats, 1, ttl_s=2) as ([leader], _):
+        await _one_leader([leader])
+        lease = leader.leadership.lease
+        renewed, landed = await lease._put(lease.revision)  # the renewal whose answer never arrived
+        assert renewed and landed > lease.revision
+        async with asyncio.timeout(10):
+            while lease.revision <= landed:  # the refused renewal is recognised as ours, renewals go on
+                assert not leader.stopped.is_set(), "the leader gave up a lease it still holds"
+                await asyncio.sleep(0.05)
+        assert leader.leading.is_set()

@@ -44,7 +44,7 @@ import aiohttp
 import msgspec
 
 from schemas.codec import decode
-from schemas.events import Envelope, TaskAssigned, TaskCreated, TaskStatusChanged
+from schemas.events import Envelope, NodeStatusChanged, TaskAssigned, TaskCreated, TaskStatusChanged
 from schemas.service import (
     ContainerSpec,
     Placement,
@@ -64,6 +64,7 @@ from services.kernel import subjects
 from services.kernel.eventlog import Entry
 from services.kernel.ids import parse_ns
 from services.kernel.jetstream import JetStreamLog, connect
+from services.orchestrator.nodes import DOWN
 from tests.cluster import LocalCluster, free_ports
 
 MIB = 1 << 20
@@ -174,6 +175,8 @@ class Times:
     assigned: dict[str, int] = field(default_factory=dict)
     running: dict[str, int] = field(default_factory=dict)
     events: int = 0
+    nodes_down: int = 0
+    """Nodes marked down during the run (each one's tasks are replaced: churn in the figures)."""
 
 
 async def read_log(nats_url: str) -> Times:
@@ -195,6 +198,8 @@ async def read_log(nats_url: str) -> Times:
                 times.assigned.setdefault(ev.task.id, parse_ns(env.time))
             elif isinstance(ev, TaskStatusChanged) and ev.status.state == TaskState.RUNNING:
                 times.running.setdefault(ev.task_id, parse_ns(env.time))
+            elif isinstance(ev, NodeStatusChanged) and ev.state == DOWN:
+                times.nodes_down += 1
         if entry.seq >= last:
             done.set()
 
@@ -280,7 +285,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "nodes": args.nodes, "tasks": total, "services": services, "agents": args.agents,
         "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "events": times.events,
-        "tasks_created": len(times.created),
+        "tasks_created": len(times.created), "nodes_marked_down": times.nodes_down,
         "creates_s": round(created_s, 2), "create_retries": retries,
         "all_assigned_s": round(all_assigned_s, 2),
         "all_running_s": round((max(times.running.values()) - t0) / 1e9, 2),

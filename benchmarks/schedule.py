@@ -169,6 +169,14 @@ def peak_rss_mb(pid: int | None) -> float:
     return 0.0
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds the process has used (which of them the run's CPU went to)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
 @dataclass
 class Times:
     created: dict[str, int] = field(default_factory=dict)
@@ -277,6 +285,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await asyncio.sleep(0.5)
                         running = await running_tasks(session, api)
             rss = {s.name: peak_rss_mb(sup.pid(s.name)) for s in sup.specs}
+            cpu = {s.name: cpu_s(sup.pid(s.name)) for s in sup.specs}
             times = await read_log(sys_.options.nats_url)
     latencies = [(times.assigned[t] - c) / 1e6 for t, c in times.created.items() if t in times.assigned]
     last_assigned = max(times.assigned.values())
@@ -293,7 +302,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scheduler_window_per_s": round(len(times.assigned) / window_s) if window_s else 0,
         "assign_p50_ms": round(percentile(latencies, 50), 1),
         "assign_p99_ms": round(percentile(latencies, 99), 1),
-        "peak_rss_mb": rss,
+        "peak_rss_mb": rss, "cpu_s": cpu,
     }
 
 

@@ -278,7 +278,8 @@ async def test_many_nodes_one_agent_ignores_other_nodes(h: Harness) -> None:
         await h.until_state(task_id, S.RUNNING)
     await asyncio.sleep(0.05)
     assert h.task(foreign).status.state is S.ASSIGNED and foreign not in h.world.tasks
-    assert agent.projection.filter == f"{subjects.PREFIX}.task.>"
+    assert agent.projection.filter == tuple(subjects.node_tasks(node_of(agent, i)) for i in range(3))
+    assert foreign not in agent.projection.state.tasks, "it reads only its own nodes' tasks"
 
 
 async def test_a_task_publishing_ports_gets_a_local_port_and_leaves_the_mesh_before_it_stops(h: Harness) -> None:

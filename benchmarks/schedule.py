@@ -44,7 +44,14 @@ import aiohttp
 import msgspec
 
 from schemas.codec import decode
-from schemas.events import Envelope, NodeStatusChanged, TaskAssigned, TaskCreated, TaskStatusChanged
+from schemas.events import (
+    Envelope,
+    LeaderElected,
+    NodeStatusChanged,
+    TaskAssigned,
+    TaskCreated,
+    TaskStatusChanged,
+)
 from schemas.service import (
     ContainerSpec,
     Placement,
@@ -185,6 +192,8 @@ class Times:
     events: int = 0
     nodes_down: int = 0
     """Nodes marked down during the run (each one's tasks are replaced: churn in the figures)."""
+    terms: int = 0
+    """`LeaderElected` entries: more than one per loop means a leader lost its lease under the load."""
 
 
 async def read_log(nats_url: str) -> Times:
@@ -208,6 +217,8 @@ async def read_log(nats_url: str) -> Times:
                 times.running.setdefault(ev.task_id, parse_ns(env.time))
             elif isinstance(ev, NodeStatusChanged) and ev.state == DOWN:
                 times.nodes_down += 1
+            elif isinstance(ev, LeaderElected):
+                times.terms += 1
         if entry.seq >= last:
             done.set()
 
@@ -295,6 +306,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "nodes": args.nodes, "tasks": total, "services": services, "agents": args.agents,
         "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "events": times.events,
         "tasks_created": len(times.created), "nodes_marked_down": times.nodes_down,
+        "leader_terms": times.terms,
         "creates_s": round(created_s, 2), "create_retries": retries,
         "all_assigned_s": round(all_assigned_s, 2),
         "all_running_s": round((max(times.running.values()) - t0) / 1e9, 2),

@@ -162,38 +162,44 @@ class Lease:
     async def _renew(self, servers: list[str], stop: _Stop) -> None:
         """The renewal loop, in the keeper thread; `self.revision` is read back once it has ended."""
         stopping = stop.bind()
-        nc = await connect(servers, f"lease-{self.loop}")
-        via = Lease(nc, self.loop, self.holder, self.ttl_s)
+        try:
+            nc = await connect(servers, f"lease-{self.loop}")
+            try:
+                await self._renew_via(Lease(nc, self.loop, self.holder, self.ttl_s), stopping)
+            finally:
+                await nc.close()
+        finally:
+            stop.unbind()  # this loop is about to close: nothing may be scheduled on it any more
+
+    async def _renew_via(self, via: Lease, stopping: asyncio.Event) -> None:
+        """Every TTL/3 through `via` (the thread's connection), until the lease is lost or `stopping`."""
         loop = asyncio.get_running_loop()
         good_until = loop.time() + self.ttl_s
-        try:
-            while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.ttl_s / 3):
-                        await stopping.wait()
-                if stopping.is_set():
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ttl_s / 3):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
+            if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
+                log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
+                return
+            sent = loop.time()
+            try:
+                renewed, revision = await via._put(self.revision)
+                if not renewed:  # refused: by someone else's write, or by our own late renewal
+                    revision = await via._held_by_us()
+            except LogUnavailable as e:
+                if loop.time() >= good_until:
+                    log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
                     return
-                if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
-                    log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
-                    return
-                sent = loop.time()
-                try:
-                    renewed, revision = await via._put(self.revision)
-                    if not renewed:  # refused: by someone else's write, or by our own late renewal
-                        revision = await via._held_by_us()
-                except LogUnavailable as e:
-                    if loop.time() >= good_until:
-                        log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
-                        return
-                    continue
-                if not revision:
-                    log.warning("lease taken by another process", extra={"loop": self.loop})
-                    return
-                self.revision = revision
-                if renewed:  # when our late renewal landed is unknown: its TTL is not counted
-                    good_until = sent + self.ttl_s
-        finally:
-            await nc.close()
+                continue
+            if not revision:
+                log.warning("lease taken by another process", extra={"loop": self.loop})
+                return
+            self.revision = revision
+            if renewed:  # when our late renewal landed is unknown: its TTL is not counted
+                good_until = sent + self.ttl_s
 
     async def release(self) -> None:
         """When a term ends: mark the key deleted (if we still hold it) so a standby wins now rather
@@ -234,6 +240,7 @@ class _Stop:
         """In the keeper thread: the event `set` will set there (already set if it was)."""
         event = asyncio.Event()
         loop = asyncio.get_running_loop()
+
         def wake() -> None:
             loop.call_soon_threadsafe(event.set)
 
@@ -242,6 +249,10 @@ class _Stop:
             if self._set:
                 event.set()
         return event
+
+    def unbind(self) -> None:
+        with self._lock:
+            self._wake = None
 
     def set(self) -> None:
         with self._lock:

@@ -44,7 +44,14 @@ import aiohttp
 import msgspec
 
 from schemas.codec import decode
-from schemas.events import Envelope, TaskAssigned, TaskCreated, TaskStatusChanged
+from schemas.events import (
+    Envelope,
+    LeaderElected,
+    NodeStatusChanged,
+    TaskAssigned,
+    TaskCreated,
+    TaskStatusChanged,
+)
 from schemas.service import (
     ContainerSpec,
     Placement,
@@ -64,6 +71,7 @@ from services.kernel import subjects
 from services.kernel.eventlog import Entry
 from services.kernel.ids import parse_ns
 from services.kernel.jetstream import JetStreamLog, connect
+from services.orchestrator.nodes import DOWN
 from tests.cluster import LocalCluster, free_ports
 
 MIB = 1 << 20
@@ -168,12 +176,24 @@ def peak_rss_mb(pid: int | None) -> float:
     return 0.0
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds the process has used (which of them the run's CPU went to)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
 @dataclass
 class Times:
     created: dict[str, int] = field(default_factory=dict)
     assigned: dict[str, int] = field(default_factory=dict)
     running: dict[str, int] = field(default_factory=dict)
     events: int = 0
+    nodes_down: int = 0
+    """Nodes marked down during the run (each one's tasks are replaced: churn in the figures)."""
+    terms: int = 0
+    """`LeaderElected` entries: more than one per loop means a leader lost its lease under the load."""
 
 
 async def read_log(nats_url: str) -> Times:
@@ -195,6 +215,10 @@ async def read_log(nats_url: str) -> Times:
                 times.assigned.setdefault(ev.task.id, parse_ns(env.time))
             elif isinstance(ev, TaskStatusChanged) and ev.status.state == TaskState.RUNNING:
                 times.running.setdefault(ev.task_id, parse_ns(env.time))
+            elif isinstance(ev, NodeStatusChanged) and ev.state == DOWN:
+                times.nodes_down += 1
+            elif isinstance(ev, LeaderElected):
+                times.terms += 1
         if entry.seq >= last:
             done.set()
 
@@ -272,6 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await asyncio.sleep(0.5)
                         running = await running_tasks(session, api)
             rss = {s.name: peak_rss_mb(sup.pid(s.name)) for s in sup.specs}
+            cpu = {s.name: cpu_s(sup.pid(s.name)) for s in sup.specs}
             times = await read_log(sys_.options.nats_url)
     latencies = [(times.assigned[t] - c) / 1e6 for t, c in times.created.items() if t in times.assigned]
     last_assigned = max(times.assigned.values())
@@ -280,7 +305,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "nodes": args.nodes, "tasks": total, "services": services, "agents": args.agents,
         "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "events": times.events,
-        "tasks_created": len(times.created),
+        "tasks_created": len(times.created), "nodes_marked_down": times.nodes_down,
+        "leader_terms": times.terms,
         "creates_s": round(created_s, 2), "create_retries": retries,
         "all_assigned_s": round(all_assigned_s, 2),
         "all_running_s": round((max(times.running.values()) - t0) / 1e9, 2),
@@ -288,7 +314,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scheduler_window_per_s": round(len(times.assigned) / window_s) if window_s else 0,
         "assign_p50_ms": round(percentile(latencies, 50), 1),
         "assign_p99_ms": round(percentile(latencies, 99), 1),
-        "peak_rss_mb": rss,
+        "peak_rss_mb": rss, "cpu_s": cpu,
     }
 
 

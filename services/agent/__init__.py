@@ -1,5 +1,6 @@
 """The agent: one per node. Joins, heartbeats, follows only its own node's tasks, drives an executor
-(`process` or `sim`) through swarmkit's task progression, and reports every state transition.
+(`process` or `sim`) through swarmkit's task progression, and reports its state transitions
+(the newest per task: a queued report is replaced by a newer one, as swarmkit's reporter does).
 
 Modules: `progress` decides (pure), `worker` drives, `executor` is the plug-in protocol with
 `executors/` behind it, `reporter` appends status reports, `join`/`heartbeat`/`identity` make the

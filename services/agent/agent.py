@@ -57,9 +57,6 @@ from services.kernel.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 
-ALL_TASKS = f"{subjects.PREFIX}.task.>"
-"""What a sim agent hosting several nodes follows: one consumer for all of them."""
-
 _FLUSH_ON_STOP_S = 2.0
 
 
@@ -79,7 +76,10 @@ class Agent:
         first = self.nodes[0].node_id
         self.projection = Projection(
             eventlog,
-            filter_subject=subjects.node_tasks(first) if len(self.nodes) == 1 else ALL_TASKS,
+            # a sim agent hosting several nodes: one consumer filtered on each of their subjects, so it
+            # reads only its own nodes' tasks (not every agent's)
+            filter_subject=subjects.node_tasks(first) if len(self.nodes) == 1 else tuple(
+                subjects.node_tasks(n.node_id) for n in self.nodes),
             snapshots=snapshots,
             snapshot_name=f"agent-{first}",
         )

@@ -18,6 +18,8 @@ START_LATENCY = Histogram(
     "shoal_task_start_latency_seconds", "Time from TaskCreated to the agent reporting the task running",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+REPORTS_REPLACED = Counter("shoal_agent_status_reports_replaced_total",
+                           "Status reports replaced by a newer one of the same task before they were sent")
 LOG_STREAMS = Gauge("shoal_agent_log_streams", "Task log streams this agent is serving (schemas/logs.py)")
 
 

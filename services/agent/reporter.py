@@ -1,4 +1,12 @@
-"""Status reports: every transition becomes a `TaskStatusChanged`, appended in pipelined batches.
+"""Status reports: a task's newest transition becomes a `TaskStatusChanged`, appended in pipelined batches.
+
+As swarmkit's agent status reporter does (`agent/reporter.go`), only the newest unsent report of a
+task is kept: a transition reported while the task's previous report is still queued (not yet in
+flight) replaces it in the queue. A task that goes accepted, preparing, ready, starting, running
+while one batch is being appended costs one event, not five; the log shows the states the agent
+reached when it could write, always the newest. The worker leads the projection with its own
+status (`worker._Slot.status`), so it never waits for a replaced report, and the fold takes
+forward jumps. A report already in flight is never replaced: the next one queues behind it.
 
 The agent is the only writer of a task's status leaf and the fold drops backwards reports, so no
 compare-and-set is needed. Reports are sealed (id, time, actor) when they happen, so the event time
@@ -8,7 +16,8 @@ dies are not lost in any way that matters: the agent decides again from the log 
 reports whatever the log does not show yet.
 
 Each report continues the trace of the newest entry about its task (the assignment, then the
-agent's own previous report), so a request's trace reaches the container it started.
+agent's own previous report), so a request's trace reaches the container it started. A replaced
+report keeps its span (the agent did reach that state), a sibling of the report that replaced it.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from opentelemetry.context import Context
 
 from schemas.events import TaskStatusChanged
 from schemas.task import Task, TaskState, TaskStatus
-from services.agent.metrics import observe_started
+from services.agent.metrics import REPORTS_REPLACED, observe_started
 from services.kernel.eventlog import Append, EventLog, LogUnavailable
 from services.kernel.metrics import EVENTS_APPENDED
 from services.kernel.projection import Projection
@@ -41,7 +50,8 @@ class Reporter:
         if projection.traces is None:
             projection.traces = TraceIndex()
         self._writers: dict[str, Writer] = {}
-        self._queue: list[Append] = []
+        self._queue: dict[str, Append] = {}
+        """The newest unsent report per task id, in the order tasks were first queued."""
         self._in_flight: list[Append] = []
         self._wake = asyncio.Event()
 
@@ -52,7 +62,10 @@ class Reporter:
         event = TaskStatusChanged(task_id=task.id, status=status)
         state = self.projection.state
         span = Continuations(f"agent {status.state.value}", self.projection.traces, time.time_ns())
-        self._queue.append(writer.seal(Intent(event), state, span.context_for(event, state.tasks)))
+        sealed = writer.seal(Intent(event), state, span.context_for(event, state.tasks))
+        if task.id in self._queue:
+            REPORTS_REPLACED.inc()
+        self._queue[task.id] = sealed  # the event's time is this, the newest, transition's
         span.end()
         if status.state is TaskState.RUNNING:
             observe_started(task)
@@ -68,14 +81,14 @@ class Reporter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._in_flight, self._queue = self._queue, []
+            self._in_flight, self._queue = list(self._queue.values()), {}
             await self._send(self._in_flight)
             self._in_flight = []
 
     async def flush(self) -> None:
         """On a clean stop: send what is in flight or queued (once; the log may be gone)."""
-        batch = self._in_flight + self._queue
-        self._in_flight, self._queue = [], []
+        batch = self._in_flight + list(self._queue.values())
+        self._in_flight, self._queue = [], {}
         if batch:
             await self.log.append(batch)
 

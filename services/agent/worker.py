@@ -27,6 +27,7 @@ from services.agent.executor import Container, Executor, ExecutorError, Phase, n
 from services.agent.metrics import EXECUTOR_ERRORS, EXECUTOR_OPS, TASKS_RUNNING
 from services.agent.ports import DRAIN_S, pick_avoiding
 from services.agent.progress import Op, Step, failed, next_step
+from services.kernel.ports import endpoint_ports
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,8 @@ class Worker:
         that another live task on this agent holds."""
         kept = slot.status.port_status
         ports_for = self.ports_for
-        if kept.ports is not None or state is not TaskState.PREPARING or ports_for is None:
+        if (kept.ports is not None or state is not TaskState.PREPARING or ports_for is None
+                or not endpoint_ports(slot.task.endpoint)):  # most publish none: no scan of every slot
             return kept
         taken = {(p.protocol, p.published_port) for other in self.slots.values()
                  if other is not slot and other.status.state not in TERMINAL

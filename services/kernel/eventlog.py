@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from services.kernel.subjects import Filter
+
 T = TypeVar("T")
 
 
@@ -93,8 +95,9 @@ class EventLog(Protocol):
         """The last sequence in the stream, or of the entries matching a filter (0 if none)."""
         ...
 
-    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
-        """Deliver every entry matching the filter from `start_seq` on, in order, then follow live."""
+    async def follow(self, filter_subject: Filter, start_seq: int, on_entry: OnEntry) -> Following:
+        """Deliver every entry matching the filter (any of its subjects) from `start_seq` on, in
+        order, then follow live."""
         ...
 
     async def get(self, seq: int) -> Entry | None:

@@ -29,7 +29,7 @@ from services.kernel.eventlog import (
     all_settled,
 )
 from services.kernel.ids import new_id
-from services.kernel.subjects import ALL
+from services.kernel.subjects import ALL, Filter
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class JetStreamLog:
             raise LogUnavailable(f"last sequence unknown: {e!r}") from e
         return int(msg.seq or 0)
 
-    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
+    async def follow(self, filter_subject: Filter, start_seq: int, on_entry: OnEntry) -> Following:
         async def deliver(msg: Msg) -> None:
             seq, pending = _parse_reply(msg.reply)
             result = on_entry(Entry(seq=seq, subject=msg.subject, data=msg.data, headers=msg.headers,
@@ -258,10 +258,12 @@ class JetStreamLog:
                 await result
 
         config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1),
+            filter_subjects=None if isinstance(filter_subject, str) else list(filter_subject),
         )
+        subject = filter_subject if isinstance(filter_subject, str) else ""  # several: `filter_subjects`
         sub = await self.js.subscribe(
-            filter_subject, cb=deliver, ordered_consumer=True, config=config, stream=self.stream
+            subject, cb=deliver, ordered_consumer=True, config=config, stream=self.stream
         )
         return _Following(sub)
 

@@ -14,22 +14,26 @@ hands the loop a `Writer` fenced on that entry, so the server refuses the ex-lea
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import RawStreamMsg
 
 from schemas.events import LeaderElected
 from services.kernel import subjects
 from services.kernel.eventlog import Conflict, EventLog, LogUnavailable
-from services.kernel.jetstream import WRONG_LAST, last_seq_from
+from services.kernel.jetstream import WRONG_LAST, connect, last_seq_from
 from services.kernel.metrics import LEADER, LEADER_CHANGES
 from services.kernel.process import Runtime
 from services.kernel.projection import Projection
@@ -41,6 +45,9 @@ BUCKET = "SHOAL_LEASES"
 DEFAULT_TTL_S = 1
 """Whole seconds: nats-server truncates `Nats-TTL` to seconds (1500ms lives 1 s). Takeover after a
 leader's crash is at most this plus one poll and a catch-up (goal: <= 2 s in all)."""
+STALLED_TTLS = 10
+"""A leader whose event loop has not run for this many TTLs lets its lease lapse (raft's election
+timeout is ten ticks too)."""
 
 
 async def ensure_bucket(nc: Client, replicas: int = 1) -> None:
@@ -68,6 +75,8 @@ class Lease:
         self._ttl = f"{ttl_s}s"
         self.revision = 0
         """The key's revision we last wrote (it changes at every renewal; the term does not)."""
+        self._alive = 0.0
+        """When the leader's event loop last ran (monotonic), for the keeper thread."""
 
     async def acquire(self) -> int:
         """Poll the create: watchers hear of an expiry late (nats-rules 9), a create wins at once.
@@ -89,14 +98,25 @@ class Lease:
                 log.debug("lease unavailable", extra={"loop": self.loop, "error": str(e)})
             await asyncio.sleep(self.poll_s)
 
-    async def _last_revision(self) -> int:
-        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+    async def _last(self) -> RawStreamMsg | None:
         try:
-            msg = await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
+            return await self.nc.jetstream().get_last_msg(f"KV_{BUCKET}", self.subject)
         except nats.js.errors.NotFoundError:
-            return 0
+            return None
         except (nats.errors.Error, TimeoutError) as e:
             raise LogUnavailable(repr(e)) from e
+
+    async def _last_revision(self) -> int:
+        """The key's revision, when a refusal did not name it (a replicated bucket's does not)."""
+        msg = await self._last()
+        return int(msg.seq or 0) if msg is not None else 0
+
+    async def _held_by_us(self) -> int:
+        """The key's revision if its newest write is still this holder's (a renewal whose
+        acknowledgement timed out on a loaded process but landed), else 0."""
+        msg = await self._last()
+        if msg is None or msg.data != self.holder.encode() or _deleted(msg):
+            return 0
         return int(msg.seq or 0)
 
     async def _released(self, revision: int) -> bool:
@@ -106,27 +126,80 @@ class Lease:
             return False
         except (nats.errors.Error, TimeoutError) as e:
             raise LogUnavailable(repr(e)) from e
-        return (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
+        return _deleted(msg)
 
     async def keep(self) -> None:
         """Renew every TTL/3 until a renewal is refused (someone else holds it) or none succeeded for
-        a whole TTL (measured from sending the last good one, so the server expired it no earlier)."""
+        a whole TTL (measured from sending the last good one, so the server expired it no earlier).
+
+        The renewals run in a thread of their own (own event loop, own connection), so a leader whose
+        event loop is busy for a moment (one long decision on loaded cores) keeps its lease, as raft's
+        heartbeats are not held up by the work they protect. The thread renews only while this loop
+        still runs: one stuck for `STALLED_TTLS` TTLs lets the lease go like a dead leader. A killed
+        or paused process stops both, so failover still takes a TTL."""
+        stop = _Stop()
+        ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+        servers = [url.geturl() for url in self.nc.servers]
+
+        def renew() -> None:
+            try:
+                asyncio.run(self._renew(servers, stop))
+            except Exception as e:  # e.g. no connection to be had: the lease is as good as lost
+                log.warning("lease keeper failed", extra={"loop": self.loop, "error": repr(e)})
+            ended.set_result(None)
+
+        self._alive = time.monotonic()
+        threading.Thread(target=renew, name=f"lease-{self.loop}", daemon=True).start()
+        done = asyncio.wrap_future(ended)
+        try:
+            while not done.done():
+                self._alive = time.monotonic()
+                await asyncio.wait([done], timeout=self.ttl_s / 3)
+        finally:
+            stop.set()
+            await asyncio.wait([done])  # the renewals have stopped before the term's `release`
+
+    async def _renew(self, servers: list[str], stop: _Stop) -> None:
+        """The renewal loop, in the keeper thread; `self.revision` is read back once it has ended."""
+        stopping = stop.bind()
+        try:
+            nc = await connect(servers, f"lease-{self.loop}")
+            try:
+                await self._renew_via(Lease(nc, self.loop, self.holder, self.ttl_s), stopping)
+            finally:
+                await nc.close()
+        finally:
+            stop.unbind()  # this loop is about to close: nothing may be scheduled on it any more
+
+    async def _renew_via(self, via: Lease, stopping: asyncio.Event) -> None:
+        """Every TTL/3 through `via` (the thread's connection), until the lease is lost or `stopping`."""
         loop = asyncio.get_running_loop()
         good_until = loop.time() + self.ttl_s
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ttl_s / 3):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
+            if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
+                log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
+                return
             sent = loop.time()
             try:
-                renewed, revision = await self._put(self.revision)
+                renewed, revision = await via._put(self.revision)
+                if not renewed:  # refused: by someone else's write, or by our own late renewal
+                    revision = await via._held_by_us()
             except LogUnavailable as e:
                 if loop.time() >= good_until:
                     log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
                     return
                 continue
-            if not renewed:
+            if not revision:
                 log.warning("lease taken by another process", extra={"loop": self.loop})
                 return
-            self.revision, good_until = revision, sent + self.ttl_s
+            self.revision = revision
+            if renewed:  # when our late renewal landed is unknown: its TTL is not counted
+                good_until = sent + self.ttl_s
 
     async def release(self) -> None:
         """When a term ends: mark the key deleted (if we still hold it) so a standby wins now rather
@@ -153,6 +226,43 @@ class Lease:
         if error.get("err_code") in WRONG_LAST:  # a replicated bucket does not say which revision
             return False, max(last_seq_from(error.get("description")), 0)
         raise LogUnavailable(f"lease write refused: {error.get('description')}")
+
+
+class _Stop:
+    """Tells the keeper thread's event loop to stop, from the leader's loop, at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._wake: Callable[[], None] | None = None
+
+    def bind(self) -> asyncio.Event:
+        """In the keeper thread: the event `set` will set there (already set if it was)."""
+        event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        with self._lock:
+            self._wake = wake
+            if self._set:
+                event.set()
+        return event
+
+    def unbind(self) -> None:
+        with self._lock:
+            self._wake = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            if self._wake is not None:
+                self._wake()
+
+
+def _deleted(msg: RawStreamMsg) -> bool:
+    return (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
 
 
 Lead = Callable[[Writer], Awaitable[None]]

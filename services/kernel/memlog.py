@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 from services.kernel.eventlog import Append, AppendResult, Conflict, Entry, Following, OnEntry
-from services.kernel.subjects import matches
+from services.kernel.subjects import Filter, matches, matches_filter
 
 
 class _Follower:
-    def __init__(self, log: MemoryLog, filter_subject: str, on_entry: OnEntry) -> None:
+    def __init__(self, log: MemoryLog, filter_subject: Filter, on_entry: OnEntry) -> None:
         self.log = log
         self.filter = filter_subject
         self.on_entry = on_entry
@@ -21,7 +21,7 @@ class _Follower:
         while True:
             index = await self.queue.get()
             stored = self.log.entries[index]
-            pending = sum(1 for e in self.log.entries[index + 1 :] if matches(self.filter, e.subject))
+            pending = sum(1 for e in self.log.entries[index + 1 :] if matches_filter(self.filter, e.subject))
             result = self.on_entry(
                 Entry(seq=stored.seq, subject=stored.subject, data=stored.data, headers=stored.headers,
                       pending=pending)
@@ -69,7 +69,7 @@ class MemoryLog:
         self.entries.append(Entry(seq=seq, subject=a.subject, data=a.data, headers=a.headers, pending=0))
         self.msg_ids[a.msg_id] = seq
         for f in self.followers:
-            if matches(f.filter, a.subject):
+            if matches_filter(f.filter, a.subject):
                 f.queue.put_nowait(seq - 1)
         return seq
 
@@ -82,10 +82,10 @@ class MemoryLog:
     async def last_seq(self, filter_subject: str | None = None) -> int:
         return self._last(filter_subject) if filter_subject else len(self.entries)
 
-    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
+    async def follow(self, filter_subject: Filter, start_seq: int, on_entry: OnEntry) -> Following:
         f = _Follower(self, filter_subject, on_entry)
         for e in self.entries[max(start_seq, 1) - 1 :]:
-            if matches(filter_subject, e.subject):
+            if matches_filter(filter_subject, e.subject):
                 f.queue.put_nowait(e.seq - 1)
         self.followers.add(f)
         return f

@@ -23,7 +23,7 @@ from services.kernel.fold import apply
 from services.kernel.ids import parse_ns
 from services.kernel.snapshot import SnapshotStore
 from services.kernel.state import ClusterState
-from services.kernel.subjects import ALL
+from services.kernel.subjects import ALL, Filter
 from services.kernel.traces import TraceIndex
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Projection:
         self,
         eventlog: EventLog,
         *,
-        filter_subject: str = ALL,
+        filter_subject: Filter = ALL,
         snapshots: SnapshotStore | None = None,
         snapshot_name: str = "",
         snapshot_every: int = 10_000,
@@ -74,10 +74,18 @@ class Projection:
     async def start(self) -> None:
         if self.snapshots is not None and self.snapshot_name:
             await self._restore()
-        target = await self.log.last_seq(None if self.filter == ALL else self.filter)
+        target = await self._last_seq()
         self._following = await self.log.follow(self.filter, self.state.seq + 1, self._on_entry)
         await self.wait_for(target)
         log.info("projection caught up", extra={"seq": self.state.seq, "filter": self.filter})
+
+    async def _last_seq(self) -> int:
+        """Where catching up ends: the newest entry the filter matches."""
+        if self.filter == ALL:
+            return await self.log.last_seq()
+        if isinstance(self.filter, str):
+            return await self.log.last_seq(self.filter)
+        return max(await asyncio.gather(*(self.log.last_seq(f) for f in self.filter)), default=0)
 
     async def _restore(self) -> None:
         assert self.snapshots is not None

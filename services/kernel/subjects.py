@@ -67,6 +67,16 @@ def heartbeat(node_id: str) -> str:
     return f"shoal.hb.{node_id}"
 
 
+Filter = str | tuple[str, ...]
+"""What a follower reads: one subject (wildcards allowed) or several (a sim agent's nodes)."""
+
+
+def matches_filter(filter_subjects: Filter, subject: str) -> bool:
+    if isinstance(filter_subjects, str):
+        return matches(filter_subjects, subject)
+    return any(matches(f, subject) for f in filter_subjects)
+
+
 def matches(filter_subject: str, subject: str) -> bool:
     """NATS wildcard matching: `*` is one token, a final `>` is one or more."""
     f = filter_subject.split(".")

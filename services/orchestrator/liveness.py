@@ -4,6 +4,14 @@ and `ready` again once it is heard from (swarm-behaviour 2.7, with a 1 s period 
 Heartbeats are not in the log, so who was heard when lives only in this process. A process that just
 started (or just became leader) starts every node's timer fresh rather than declaring the whole
 cluster dead: it has simply not listened yet.
+
+For the same reason an overloaded process does not declare nodes down for heartbeats it has been
+sent but not read yet (they wait on its connection behind log entries): a node is down only once
+the listener has confirmed it read everything sent before the node's deadline (`heartbeats.py`
+measures that with a round trip to the server). A process that is 20 s behind marks a silent node
+down 20 s late, rather than marking a thousand live ones down at once. Heartbeats it may have lost
+(its connection dropped, e.g. cut off by the server as a slow consumer) count like a restart:
+silence before the connection came back is not held against any node.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 HEARTBEATS_SUBJECT = subjects.heartbeat(">")
 MISSED_PERIODS = 3
 DOWN_MESSAGE = "heartbeat failure"
+RECHECK_NS = 250_000_000
+"""How soon a node past its deadline is looked at again while its heartbeats may be unread."""
 _NS = 1_000_000_000
 _decode = msgspec.json.Decoder(Heartbeat).decode
 
@@ -47,19 +57,34 @@ class Liveness:
         """Fixed grace; None means MISSED_PERIODS times the period each agent announces."""
         self.default = Seen(started_ns, self._grace_ns(default_period_s))
         self.seen: dict[str, Seen] = {}
+        self.observed = 0
+        """Heartbeat messages handled, readable or not (the listener's side of `heartbeats.py`)."""
+        self.heard_until_ns: int | None = None
+        """Every heartbeat sent before this wall-clock time has been observed; None: not measured,
+        taken as now (a listener without `heartbeats.confirm_heard`)."""
+        self.missed_until_ns = 0
+        """Heartbeats sent before this may have been lost: silence counts from here at the earliest."""
 
     def restart(self, now_ns: int) -> None:
         """A new leader counts every node's silence from now: what it heard while standing by may
-        be stale (it may have been cut off itself), and declaring nodes down on that is worse."""
+        be stale (it may have been cut off itself), and declaring nodes down on that is worse. Each
+        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s)."""
         self.started_ns = now_ns
         self.default = Seen(now_ns, self.default.grace_ns)
-        self.seen.clear()
+        self.missed_until(now_ns)
+
+    def heard_until(self, at_ns: int) -> None:
+        self.heard_until_ns = at_ns if self.heard_until_ns is None else max(self.heard_until_ns, at_ns)
+
+    def missed_until(self, at_ns: int) -> None:
+        self.missed_until_ns = max(self.missed_until_ns, at_ns)
 
     def _grace_ns(self, period_s: float) -> int:
         return int((self.grace_s if self.grace_s is not None else MISSED_PERIODS * period_s) * _NS)
 
     def observe(self, data: bytes, now_ns: int) -> list[str]:
         """Record one heartbeat message; the node ids it speaks for (none if it is unreadable)."""
+        self.observed += 1
         try:
             beat = _decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -79,24 +104,35 @@ class Liveness:
         return max(graces, default=self.default.grace_ns) // MISSED_PERIODS
 
     def decide(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
-        return node_status(state, self.seen, self.default, now_ns)
+        return node_status(state, self.seen, self.default, now_ns, self.heard_until_ns, self.missed_until_ns)
 
 
-def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_ns: int) -> Decision:
+def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_ns: int,
+                heard_until_ns: int | None = None, missed_until_ns: int = 0) -> Decision:
     """Pure: `down` for nodes silent past their grace, `ready` for down nodes heard from since, and a
-    timer for the next deadline. Never-heard nodes count from `default` (the listener's start)."""
+    timer for the next deadline. Never-heard nodes count from `default` (the listener's start),
+    and nobody's silence counts before `missed_until_ns`. A node past its deadline is down only if
+    everything sent until then was read (`heard_until_ns`, None: now); otherwise it is looked at
+    again a moment later."""
     out = Decision()
     next_deadline: int | None = None
+    heard_until = now_ns if heard_until_ns is None else min(now_ns, heard_until_ns)
     for node in state.nodes.values():
         heard = seen.get(node.id)
         last = heard or default
-        deadline = last.at_ns + last.grace_ns
+        deadline = max(last.at_ns, missed_until_ns) + last.grace_ns
+        heard_since = heard is not None and heard.at_ns >= missed_until_ns
         down = node.status.state == DOWN
         if now_ns >= deadline:
-            if not down:
+            if down:
+                continue
+            if heard_until >= deadline:
                 out.intents.append(_status(node, DOWN, DOWN_MESSAGE))
+            else:  # its heartbeats may be waiting unread: decide once the listener has caught up
+                recheck = now_ns + RECHECK_NS
+                next_deadline = recheck if next_deadline is None else min(next_deadline, recheck)
         elif down:
-            if heard is not None:
+            if heard_since:  # heard only before a gap says nothing about now
                 out.intents.append(_status(node, READY, ""))
         else:
             next_deadline = deadline if next_deadline is None else min(next_deadline, deadline)

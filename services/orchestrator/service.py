@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +21,7 @@ from services.kernel.reconcile import Reconciler, combine
 from services.kernel.writer import Writer
 from services.orchestrator import cluster_spec
 from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings, decider
+from services.orchestrator.heartbeats import confirm_heard
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.orchestrator.metrics import count_appended
 from services.orchestrator.nodes import DOWN
@@ -80,6 +83,7 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     liveness = Liveness(time.time_ns(), args.heartbeat_grace)
     loop = reconciler(projection, Writer(rt.log, NAME), settings(args), liveness)
     sub = await rt.nc.subscribe(HEARTBEATS_SUBJECT, cb=listen(liveness, loop))  # before catching up: miss none
+    heard = asyncio.get_running_loop().create_task(confirm_heard(rt.nc, sub, liveness), name="heartbeats-heard")
     try:
         await projection.start()
         log.info("standing by", extra={"seq": projection.state.seq, "services": len(projection.state.services)})
@@ -90,6 +94,9 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
 
         await elect(rt, projection, lead)
     finally:
+        heard.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heard
         await sub.unsubscribe()
         await projection.save_snapshot()
         await projection.stop()

@@ -137,7 +137,10 @@ def plan(state: ClusterState, service: Service, kept: Sequence[slots.Slot], now_
     in_progress = status is not None and status.state in (UPDATING, ROLLBACK_STARTED)
     started_ns = _started_ns(status) if in_progress else now_ns
     readings = [_read(state, service, s) for s in kept]
-    ours = [t for r in readings for t in r.fresh if tasks.created_ns(t) >= started_ns]
+    # the tasks this update started, per slot (none when no update runs: no creation time to parse)
+    ours_by_slot = ([[t for t in r.fresh if tasks.created_ns(t) >= started_ns] for r in readings] if in_progress
+                    else [[] for _ in readings])
+    ours = [t for slot_ours in ours_by_slot for t in slot_ours]
     fired = _failure_fired(state, service, kept, started_ns, policy, rolling_back, out) if in_progress else None
     if fired is not None:
         planned.rolled_back = fired
@@ -152,7 +155,8 @@ def plan(state: ClusterState, service: Service, kept: Sequence[slots.Slot], now_
             # Start-first: the new task runs, the old one goes. Stop-first: the old one should have
             # gone with the pass that created the new one; a conflict dropped its `shutdown`.
             _stop(reading.dirty, planned, out)
-    busy = sum(_holds_worker(s, r, started_ns, policy, now_ns, out) for s, r in zip(kept, readings, strict=True))
+    busy = sum(_holds_worker(s, r, o, policy, now_ns, out)
+               for s, r, o in zip(kept, readings, ours_by_slot, strict=True))
     free = len(to_update) if policy.parallelism == 0 else max(0, policy.parallelism - busy)
     for i in to_update[:free]:
         planned.created[i] = _replace(state, kept[i], readings[i], policy, now_ns, planned, out)
@@ -174,11 +178,10 @@ def _stop(old: list[Task], planned: Planned, out: Decision) -> None:
     planned.replaced.update(t.id for t in old)
 
 
-def _holds_worker(slot: slots.Slot, reading: _Reading, started_ns: int, policy: UpdatePolicy, now_ns: int,
+def _holds_worker(slot: slots.Slot, reading: _Reading, ours: list[Task], policy: UpdatePolicy, now_ns: int,
                   out: Decision) -> int:
-    """1 if this slot holds a worker: its new task is not running yet, or it started less than
-    `Delay` ago (then a timer for when it will not)."""
-    ours = [t for t in reading.fresh if tasks.created_ns(t) >= started_ns]
+    """1 if this slot holds a worker: its new task (of `ours`, this update's) is not running yet, or
+    it started less than `Delay` ago (then a timer for when it will not)."""
     if any(RANK[t.status.state] < RANK[TaskState.RUNNING] for t in ours):
         return 1
     if reading.dirty and reading.fresh and not any(t.status.state == TaskState.RUNNING for t in reading.fresh):

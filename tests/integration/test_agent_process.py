@@ -167,7 +167,9 @@ async def test_process_agent_end_to_end(nats: NatsServer, jslog: JetStreamLog, c
         # runs an assigned task through every state
         killed = await cluster.run(node.id, "sleep", "30")
         running = await cluster.until_state(killed, S.RUNNING)
-        assert cluster.states(killed) == [S.ACCEPTED, S.PREPARING, S.READY, S.STARTING, S.RUNNING]
+        walk = [S.ACCEPTED, S.PREPARING, S.READY, S.STARTING, S.RUNNING]
+        reported = cluster.states(killed)  # in order; a report replaced while queued is skipped
+        assert reported == [s for s in walk if s in reported] and reported[-1] is S.RUNNING, reported
         assert procfs.cmdline(pid_of(running)) == ["sleep", "30"]
 
         # a killed process is a failed task, with its exit code
@@ -186,6 +188,7 @@ async def test_process_agent_end_to_end(nats: NatsServer, jslog: JetStreamLog, c
         # kill -9 of the agent: the task keeps running; the restarted agent adopts it
         survivor = await cluster.run(node.id, "sleep", "30")
         pid = pid_of(await cluster.until_state(survivor, S.RUNNING))
+        reported = cluster.states(survivor)
         agent.kill9()
         await asyncio.sleep(0.2)
         assert _alive(pid)
@@ -195,7 +198,7 @@ async def test_process_agent_end_to_end(nats: NatsServer, jslog: JetStreamLog, c
         await cluster.until_state(later, S.RUNNING)
         assert len(cluster.view.state.nodes) == 1
         assert _alive(pid) and pid_of(cluster.view.state.tasks[survivor]) == pid
-        assert cluster.states(survivor) == [S.ACCEPTED, S.PREPARING, S.READY, S.STARTING, S.RUNNING]
+        assert cluster.states(survivor) == reported, "the restarted agent reported an adopted task again"
 
         # the adopted task is still under control
         await cluster.append("orchestrator", TaskDesiredStateChanged(task_id=survivor, desired_state=S.SHUTDOWN))

@@ -77,6 +77,27 @@ async def test_follow_replays_then_delivers_live_in_order(eventlog: EventLog) ->
     assert got[-1].pending == 0
 
 
+async def test_follow_several_subjects_delivers_only_theirs_in_order(eventlog: EventLog) -> None:
+    """A sim agent hosting nodes n1 and n3 reads their tasks, not n2's."""
+    await eventlog.append([_a(subjects.task(n, f"t{n}", "status"), f"old-{n}") for n in ("n1", "n2", "n3")])
+    got: list[Entry] = []
+    done = asyncio.Event()
+
+    def on_entry(e: Entry) -> None:
+        got.append(e)
+        if len(got) == 3:
+            done.set()
+
+    following = await eventlog.follow((subjects.node_tasks("n1"), subjects.node_tasks("n3")), 1, on_entry)
+    await eventlog.append([_a(subjects.task("n2", "t", "status"), "new-n2"), _a(subjects.task("n3", "t", "status"),
+                                                                                 "new-n3")])
+    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0.1)  # nothing else arrives
+    await following.stop()
+    assert [(e.seq, e.data) for e in got] == [(1, b"old-n1"), (3, b"old-n3"), (5, b"new-n3")]
+    assert got[-1].pending == 0
+
+
 async def test_get_returns_the_entry_with_its_message_id(eventlog: EventLog) -> None:
     await eventlog.append([_a(subjects.CLUSTER, "one")])
     entry = await eventlog.get(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from schemas.codec import decode
 from schemas.events import LeaderElected, ServiceCreated
 from schemas.service import ServiceSpec
+from services.kernel import lease as lease_module
 from services.kernel import subjects
 from services.kernel.eventlog import Conflict, EventLog
 from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
@@ -191,3 +193,49 @@ async def test_a_leader_that_stops_cleanly_hands_over_without_waiting_for_the_tt
         await asyncio.gather(first.task, return_exceptions=True)
         second = await _one_leader([c for c in cs if c is not first], timeout_s=10)  # far less than the TTL
         assert second is not first
+
+
+async def test_a_renewal_whose_acknowledgement_was_lost_does_not_end_the_term(nats: NatsServer) -> None:
+    """A loaded leader's renewal can time out waiting for its acknowledgement yet land: the next
+    renewal, naming the older revision, is refused by the leader's own write, not by a rival's."""
+    async with contenders(nats, 1, ttl_s=2) as ([leader], _):
+        await _one_leader([leader])
+        lease = leader.leadership.lease
+        renewed, landed = await lease._put(lease.revision)  # the renewal whose answer never arrived
+        assert renewed and landed > lease.revision
+        async with asyncio.timeout(10):
+            while lease.revision <= landed:  # the refused renewal is recognised as ours, renewals go on
+                assert not leader.stopped.is_set(), "the leader gave up a lease it still holds"
+                await asyncio.sleep(0.05)
+        assert leader.leading.is_set()
+
+
+def busy(seconds: float) -> None:
+    """A leader's event loop held by one long decision on loaded cores: nothing else runs in it."""
+    time.sleep(seconds)
+
+
+async def test_a_leader_whose_event_loop_is_busy_for_a_while_keeps_its_term(nats: NatsServer) -> None:
+    """Renewals run in a thread of their own: three TTLs without the event loop are not a lapse."""
+    async with contenders(nats, 2) as (cs, _):
+        first = await _one_leader(cs)
+        assert first.writer is not None and first.writer.term is not None
+        term = first.writer.term.term
+        busy(3)
+        await asyncio.sleep(1.5)  # the standby polls again meanwhile: the key is still held
+        assert [c for c in cs if c.leading.is_set()] == [first] and not first.stopped.is_set()
+        assert first.writer is not None and first.writer.term is not None and first.writer.term.term == term
+
+
+async def test_a_leader_whose_event_loop_is_stuck_lets_the_lease_go(nats: NatsServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lease_module, "STALLED_TTLS", 2)
+    async with contenders(nats, 2) as (cs, _):
+        first = await _one_leader(cs)
+        assert first.writer is not None and first.writer.term is not None
+        term = first.writer.term.term
+        busy(4)  # past 2 TTLs: the keeper stops renewing, the key expires a TTL later
+        async with asyncio.timeout(10):
+            await first.stopped.wait()  # its term ended (it may well win the next one: it is alive)
+        leader = await _one_leader(cs)
+        assert leader.writer is not None and leader.writer.term is not None and leader.writer.term.term > term

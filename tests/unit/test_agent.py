@@ -170,10 +170,12 @@ async def test_an_assigned_task_walks_every_state_to_running(h: Harness) -> None
     agent = await h.start_agent()
     task_id = await h.assign(node_of(agent))
     task = await h.until_state(task_id, S.RUNNING)
-    assert [(r.state, r.message) for r in h.reports(task_id)] == [
-        (S.ACCEPTED, "accepted"), (S.PREPARING, "preparing"), (S.READY, "prepared"),
-        (S.STARTING, "starting"), (S.RUNNING, "started"),
-    ]
+    walk = [(S.ACCEPTED, "accepted"), (S.PREPARING, "preparing"), (S.READY, "prepared"),
+            (S.STARTING, "starting"), (S.RUNNING, "started")]
+    reported = [(r.state, r.message) for r in h.reports(task_id)]
+    # A transition whose predecessor was still queued replaced it (reporter.py), so the log holds
+    # the walk in order, some intermediate states possibly skipped, and always ends running.
+    assert reported == [step for step in walk if step in reported] and reported[-1] == walk[-1], reported
     assert task.status.container_status is not None and task.status.container_status.pid > 0
     assert task.status.timestamp  # from the event's time
     assert h.world.tasks[task_id].container.phase is Phase.RUNNING
@@ -276,7 +278,8 @@ async def test_many_nodes_one_agent_ignores_other_nodes(h: Harness) -> None:
         await h.until_state(task_id, S.RUNNING)
     await asyncio.sleep(0.05)
     assert h.task(foreign).status.state is S.ASSIGNED and foreign not in h.world.tasks
-    assert agent.projection.filter == f"{subjects.PREFIX}.task.>"
+    assert agent.projection.filter == tuple(subjects.node_tasks(node_of(agent, i)) for i in range(3))
+    assert foreign not in agent.projection.state.tasks, "it reads only its own nodes' tasks"
 
 
 async def test_a_task_publishing_ports_gets_a_local_port_and_leaves_the_mesh_before_it_stops(h: Harness) -> None:

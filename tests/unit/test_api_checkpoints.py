@@ -28,6 +28,7 @@ from services.api.routes_shoal import state_document
 from services.kernel.eventlog import Append, Following, OnEntry
 from services.kernel.memlog import MemoryLog
 from services.kernel.snapshot import MemorySnapshots
+from services.kernel.subjects import Filter
 from tests.events import envelope
 
 
@@ -56,7 +57,7 @@ class CountingLog(MemoryLog):
         super().__init__()
         self.starts: list[int] = []
 
-    async def follow(self, filter_subject: str, start_seq: int, on_entry: OnEntry) -> Following:
+    async def follow(self, filter_subject: Filter, start_seq: int, on_entry: OnEntry) -> Following:
         self.starts.append(start_seq)
         return await super().follow(filter_subject, start_seq, on_entry)
 

@@ -117,3 +117,54 @@ def test_a_node_marked_down_has_its_replicated_tasks_replaced() -> None:
     w.apply(w.decide(both, services=set(), nodes=set()))
     replaced = summary(w.decide(both, services=set(), nodes={"n1"}), w.state)
     assert sorted(s[0] for s in replaced) == ["created", "desired"]
+
+
+def test_a_listener_behind_on_its_heartbeats_marks_no_node_down_until_it_has_read_them() -> None:
+    """An overloaded orchestrator: heartbeats sent before the deadline may wait unread on its
+    connection. Only once everything sent until the deadline was read is a silent node down."""
+    w, liveness = cluster("n1", "n2")
+    liveness.heard_until(w.now)
+    w.tick(3.5)  # past both deadlines; the listener confirmed nothing since the start
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    assert decision.intents == [] and w.timers_ms(decision) == [250], "looked at again, not marked down"
+    liveness.observe(beat("n2"), w.now)  # the backlog is read: n2 had been speaking all along
+    liveness.heard_until(w.now - 400_000_000)  # a round trip sent after the deadline (3 s) is answered
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
+def test_silence_while_the_listener_was_disconnected_is_not_held_against_a_node() -> None:
+    """Heartbeats sent while the orchestrator's connection was down are lost, not late: each node's
+    silence counts again from the reconnect, with the grace it announced."""
+    w, liveness = cluster("n1")
+    liveness.observe(beat("n1", period=5), w.now)
+    w.tick(14)
+    liveness.missed_until(w.now)  # reconnected
+    w.tick(14)  # 28 s since n1 was heard, 14 s since the reconnect: within its 15 s grace
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    assert decision.intents == [] and w.timers_ms(decision) == [1000]
+    w.tick(1)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
+def test_a_new_leader_keeps_the_grace_each_agent_announced() -> None:
+    """A leader change under load must not cut a 5 s heartbeat's 15 s grace to the default 3 s."""
+    w, liveness = cluster("n1")
+    liveness.observe(beat("n1", period=5), w.now)
+    w.tick(4)
+    liveness.restart(w.now)
+    w.tick(14)
+    assert check(w, liveness) == []
+    w.tick(1)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
+def test_a_down_node_heard_only_before_the_leader_changed_stays_down() -> None:
+    w, liveness = cluster("n1")
+    liveness.observe(beat("n1"), w.now)
+    w.tick(3)
+    assert check(w, liveness) == [("node", "n1", "down")]
+    liveness.restart(w.now)
+    w.tick(1)
+    assert check(w, liveness) == [], "what it heard before leading says nothing about now"
+    liveness.observe(beat("n1"), w.now)
+    assert check(w, liveness) == [("node", "n1", "ready")]

@@ -1,0 +1,131 @@
+"""The agent's status reporter over the in-memory log: a task's queued report is replaced by its newer
+one (as swarmkit's agent reporter does), a report already in flight is not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from prometheus_client import REGISTRY
+
+from schemas.codec import decode
+from schemas.events import Envelope, ServiceCreated, TaskAssigned, TaskCreated, TaskStatusChanged
+from schemas.service import ServiceSpec
+from schemas.task import Task, TaskState, TaskStatus
+from services.agent.reporter import Reporter
+from services.kernel.eventlog import Append, AppendResult
+from services.kernel.ids import new_id, parse_ns
+from services.kernel.memlog import MemoryLog
+from services.kernel.projection import Projection
+from services.kernel.writer import Intent, Writer
+
+S = TaskState
+
+
+class GatedLog(MemoryLog):
+    """Holds each append until the test opens the gate, so a batch can be caught in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def append(self, batch: Sequence[Append]) -> list[AppendResult]:
+        self.waiting.set()
+        await self.gate.wait()
+        self.waiting.clear()
+        return await super().append(batch)
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.log = GatedLog()
+        self.view = Projection(self.log)
+        self.service_id = new_id()
+
+    async def assigned(self) -> Task:
+        task = Task(id=new_id(), service_id=self.service_id, slot=1, status=TaskStatus(state=S.PENDING))
+        intents = [Intent(TaskCreated(task=task)), Intent(TaskAssigned(task=task, node_id="n1"))]
+        await Writer(self.log, "test").append(intents, self.view.state)
+        await self.view.wait_for(len(self.log.entries))
+        return self.view.state.tasks[task.id]
+
+    def reports(self) -> list[tuple[str, TaskState, Envelope]]:
+        envs = [decode(e.data) for e in self.log.entries]
+        return [(env.event.task_id, env.event.status.state, env) for env in envs
+                if isinstance(env.event, TaskStatusChanged)]
+
+    async def until_reports(self, count: int) -> None:
+        for _ in range(600):
+            if len(self.reports()) >= count:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{count} reports never appended: {self.reports()}")
+
+
+@pytest.fixture
+async def s() -> AsyncIterator[Setup]:
+    setup = Setup()
+    await setup.view.start()
+    await Writer(setup.log, "api").append([Intent(ServiceCreated(service_id=setup.service_id,
+                                                                   spec=ServiceSpec(name="web")))], setup.view.state)
+    yield setup
+    await setup.view.stop()
+
+
+def replaced() -> float:
+    return REGISTRY.get_sample_value("shoal_agent_status_reports_replaced_total") or 0.0
+
+
+async def test_a_queued_report_is_replaced_by_the_newer_one_of_its_task(s: Setup) -> None:
+    a, b = await s.assigned(), await s.assigned()
+    reporter = Reporter(s.log, s.view)
+    before = replaced()
+    reporter.report(a, TaskStatus(state=S.ACCEPTED, message="accepted"))
+    reporter.report(b, TaskStatus(state=S.ACCEPTED, message="accepted"))
+    reporter.report(a, TaskStatus(state=S.PREPARING, message="preparing"))
+    newest_ns = time.time_ns()
+    reporter.report(a, TaskStatus(state=S.RUNNING, message="started"))
+    run = asyncio.get_running_loop().create_task(reporter.run())
+    try:
+        await s.until_reports(2)
+        await asyncio.sleep(0.05)  # nothing more follows
+        reports = s.reports()
+        assert [(task_id, state) for task_id, state, _ in reports] == [(a.id, S.RUNNING), (b.id, S.ACCEPTED)]
+        assert parse_ns(reports[0][2].time) >= newest_ns, "the event's time is the newest transition's"
+        assert replaced() - before == 2
+        await s.view.wait_for(len(s.log.entries))
+        assert s.view.state.tasks[a.id].status.state is S.RUNNING, "the fold takes the forward jump"
+    finally:
+        run.cancel()
+
+
+async def test_a_report_in_flight_is_sent_and_the_next_queues_behind_it(s: Setup) -> None:
+    a = await s.assigned()
+    reporter = Reporter(s.log, s.view)
+    run = asyncio.get_running_loop().create_task(reporter.run())
+    try:
+        s.log.gate.clear()
+        reporter.report(a, TaskStatus(state=S.ACCEPTED, message="accepted"))
+        await asyncio.wait_for(s.log.waiting.wait(), 5)  # accepted is in flight
+        reporter.report(a, TaskStatus(state=S.PREPARING, message="preparing"))
+        reporter.report(a, TaskStatus(state=S.STARTING, message="starting"))
+        s.log.gate.set()
+        await s.until_reports(2)
+        await asyncio.sleep(0.05)
+        assert [state for _, state, _ in s.reports()] == [S.ACCEPTED, S.STARTING]
+    finally:
+        run.cancel()
+
+
+async def test_flush_on_stop_sends_the_newest_queued_report_of_each_task(s: Setup) -> None:
+    a, b = await s.assigned(), await s.assigned()
+    reporter = Reporter(s.log, s.view)
+    reporter.report(a, TaskStatus(state=S.ACCEPTED, message="accepted"))
+    reporter.report(b, TaskStatus(state=S.PREPARING, message="preparing"))
+    reporter.report(a, TaskStatus(state=S.READY, message="prepared"))
+    await reporter.flush()
+    assert [(task_id, state) for task_id, state, _ in s.reports()] == [(a.id, S.READY), (b.id, S.PREPARING)]

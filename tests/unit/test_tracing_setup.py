@@ -1,0 +1,42 @@
+"""Tracing without an exporter records nothing yet still carries trace context (its own process: the
+global tracer provider can be set only once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+_PROBE = """
+import json
+from opentelemetry import propagate, trace
+from services.kernel import tracing
+tracing.setup("probe")
+tracer = trace.get_tracer("probe")
+parent = tracer.start_span("request")
+headers = {}
+propagate.inject(headers, context=trace.set_span_in_context(parent))
+child = tracer.start_span("reaction", context=propagate.extract(headers))
+print(json.dumps({"recording": [parent.is_recording(), child.is_recording()], "headers": headers,
+                  "same_trace": child.get_span_context().trace_id == parent.get_span_context().trace_id}))
+"""
+
+
+def probe(exporter: str) -> dict[str, object]:
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": exporter}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True,
+                         timeout=60)
+    [line] = [line for line in out.stdout.splitlines() if line.startswith('{"recording"')]
+    result: dict[str, object] = json.loads(line)
+    return result
+
+
+def test_without_an_exporter_no_span_is_recorded_but_the_trace_is_carried() -> None:
+    result = probe("none")
+    assert result["recording"] == [False, False]
+    assert "traceparent" in result["headers"] and result["same_trace"]  # type: ignore[operator]
+
+
+def test_with_an_exporter_spans_are_recorded() -> None:
+    assert probe("console")["recording"] == [True, True]

@@ -52,7 +52,6 @@ class Liveness:
     """Remembers when each node was last heard from; `decide` turns that into node status events."""
 
     def __init__(self, started_ns: int, grace_s: float | None = None, default_period_s: float = 1.0) -> None:
-        self.started_ns = started_ns
         self.grace_s = grace_s
         """Fixed grace; None means MISSED_PERIODS times the period each agent announces."""
         self.default = Seen(started_ns, self._grace_ns(default_period_s))
@@ -69,7 +68,6 @@ class Liveness:
         """A new leader counts every node's silence from now: what it heard while standing by may
         be stale (it may have been cut off itself), and declaring nodes down on that is worse. Each
         node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s)."""
-        self.started_ns = now_ns
         self.default = Seen(now_ns, self.default.grace_ns)
         self.missed_until(now_ns)
 

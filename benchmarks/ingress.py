@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from services.kernel import eventloop
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 _WARMUP_S = 1.0
@@ -183,13 +185,13 @@ async def main(args: argparse.Namespace) -> None:
     print(f"python -m benchmarks.ingress --seconds {args.seconds} --connections {args.connections} "
           f"--rounds {args.rounds}")
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {os.getloadavg()[0]:.1f}, mesh on {eventloop.default()}")
     for name, r in (("direct", direct), ("mesh", mesh)):
         print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
     print(f"mesh cost: {throughput_cost:.1%} of throughput (goal <= 25%), p99 +{p99_added_ms:.3f} ms (goal <= 1 ms)")
     print(json.dumps({"direct": direct, "mesh": mesh, "throughput_cost": round(throughput_cost, 4),
                       "p99_added_ms": round(p99_added_ms, 3), "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds}))
+                      "seconds": args.seconds, "rounds": args.rounds, "event_loop": eventloop.default()}))
 
 
 def _args() -> argparse.Namespace:
@@ -207,7 +209,8 @@ if __name__ == "__main__":
     a = _args()
     if a.role == "backend":
         asyncio.run(_serve_backend(a.port))
-    elif a.role == "mesh":
-        asyncio.run(_serve_mesh(a.port, a.backend_port))
+    elif a.role == "mesh":  # on the loop the agent would pick here, as the agent runs it
+        with asyncio.Runner(loop_factory=eventloop.factory(eventloop.default())) as runner:
+            runner.run(_serve_mesh(a.port, a.backend_port))
     else:
         asyncio.run(main(a))

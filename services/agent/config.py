@@ -91,8 +91,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="listen on ingress-published ports on --addr (the routing mesh); auto: on "
                              "unless --executor sim (env SHOAL_INGRESS)")
     parser.add_argument("--event-loop", choices=eventloop.CHOICES, default=eventloop.default(),
-                        help="uvloop (the default where installed) forwards mesh traffic several times faster "
-                             "than asyncio's own loop (env SHOAL_EVENT_LOOP)")
+                        help="uvloop (the default where installed) forwards mesh traffic with less CPU than "
+                             "asyncio's own loop (env SHOAL_EVENT_LOOP)")
 
 
 def _path(text: str) -> Path | None:

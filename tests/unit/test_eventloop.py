@@ -37,3 +37,8 @@ def test_the_agent_takes_the_loop_from_its_flag(monkeypatch: pytest.MonkeyPatch)
     assert parser.parse_args(["--event-loop", "asyncio"]).event_loop == "asyncio"
     with pytest.raises(SystemExit):
         parser.parse_args(["--event-loop", "trio"])
+
+
+def test_an_unknown_loop_from_the_environment_stops_the_process_saying_what_to_use() -> None:
+    with pytest.raises(SystemExit, match="use one of uvloop, asyncio"):
+        eventloop.factory("trio")

@@ -1,6 +1,6 @@
 """Which asyncio event loop a process runs on.
 
-uvloop (libuv underneath) moves bytes between sockets with a fifth to a half less CPU than
+uvloop (libuv underneath) moves bytes between sockets with a sixth to a half less CPU than
 CPython's selector loop, which matters where a process forwards traffic (the agent's routing mesh). It has no Windows
 build, so it is used where it is installed and the standard loop everywhere else; `asyncio` can always
 be asked for, to rule the faster loop out when chasing a problem.

@@ -24,6 +24,9 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from services.kernel import eventloop
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
@@ -116,22 +119,38 @@ class _Run:
     latencies: list[float]
 
 
-async def _load(port: int, connections: int, seconds: float) -> dict[str, float]:
+async def _load(port: int, connections: int, seconds: float, pids: dict[str, int]) -> dict[str, float]:
+    """Run the clients; besides throughput and latency, each named process's CPU per measured request."""
     loop = asyncio.get_running_loop()
     now = time.perf_counter()
     run = _Run(start=now + _WARMUP_S, stop=now + _WARMUP_S + seconds, latencies=[])
+    cpu: list[dict[str, tuple[float, float]]] = []
+    for at in (_WARMUP_S, _WARMUP_S + seconds):
+        loop.call_later(at, lambda: cpu.append({name: _cpu_s(pid) for name, pid in pids.items()}))
     clients = []
     for _ in range(connections):
         _, client = await loop.create_connection(lambda: _Client(run), "127.0.0.1", port)
         clients.append(client)
     await asyncio.gather(*(c.done for c in clients))
     lat = sorted(run.latencies)
-    return {
+    figures = {
         "requests_per_s": round(len(lat) / seconds, 1),
         "p50_ms": round(lat[len(lat) // 2] * 1e3, 3),
         "p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
         "requests": len(lat),
     }
+    for name in pids:
+        (user0, sys0), (user1, sys1) = cpu[0][name], cpu[-1][name]
+        figures[f"{name}_cpu_us"] = round((user1 + sys1 - user0 - sys0) / len(lat) * 1e6, 2)
+        figures[f"{name}_sys_us"] = round((sys1 - sys0) / len(lat) * 1e6, 2)
+    return figures
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (Linux's /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -170,9 +189,10 @@ async def main(args: argparse.Namespace) -> None:
         await _wait_port(backend_port)
         await _wait_port(mesh_port)
         runs: dict[str, list[dict[str, float]]] = {"direct": [], "mesh": []}
+        pids = {"generator": os.getpid(), "backend": procs[0].pid}
         for _ in range(args.rounds):  # alternated, so drifting machine load hits both modes alike
-            runs["direct"].append(await _load(backend_port, args.connections, args.seconds))
-            runs["mesh"].append(await _load(mesh_port, args.connections, args.seconds))
+            runs["direct"].append(await _load(backend_port, args.connections, args.seconds, pids))
+            runs["mesh"].append(await _load(mesh_port, args.connections, args.seconds, pids | {"mesh": procs[1].pid}))
         direct, mesh = _median(runs["direct"]), _median(runs["mesh"])
     finally:
         for p in procs:
@@ -183,13 +203,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"python -m benchmarks.ingress --seconds {args.seconds} --connections {args.connections} "
           f"--rounds {args.rounds}")
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {os.getloadavg()[0]:.1f}, mesh on {eventloop.default()}")
     for name, r in (("direct", direct), ("mesh", mesh)):
         print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
+    for name, r in (("direct", direct), ("mesh", mesh)):
+        print(f"{name:>7}: CPU per request (of it in the kernel): " + ", ".join(
+            f"{p} {r[f'{p}_cpu_us']:.1f} ({r[f'{p}_sys_us']:.1f}) us" for p in ("generator", "backend", "mesh")
+            if f"{p}_cpu_us" in r))
     print(f"mesh cost: {throughput_cost:.1%} of throughput (goal <= 25%), p99 +{p99_added_ms:.3f} ms (goal <= 1 ms)")
     print(json.dumps({"direct": direct, "mesh": mesh, "throughput_cost": round(throughput_cost, 4),
                       "p99_added_ms": round(p99_added_ms, 3), "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds}))
+                      "seconds": args.seconds, "rounds": args.rounds, "event_loop": eventloop.default()}))
 
 
 def _args() -> argparse.Namespace:
@@ -207,7 +231,8 @@ if __name__ == "__main__":
     a = _args()
     if a.role == "backend":
         asyncio.run(_serve_backend(a.port))
-    elif a.role == "mesh":
-        asyncio.run(_serve_mesh(a.port, a.backend_port))
+    elif a.role == "mesh":  # on the loop the agent would pick here, as the agent runs it
+        with asyncio.Runner(loop_factory=eventloop.factory(eventloop.default())) as runner:
+            runner.run(_serve_mesh(a.port, a.backend_port))
     else:
         asyncio.run(main(a))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
+from services.kernel import eventloop
 from services.kernel.config import env
 from services.kernel.placement import generic
 
@@ -89,6 +90,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingress", choices=("auto", "on", "off"), default=env("SHOAL_INGRESS", "auto"),
                         help="listen on ingress-published ports on --addr (the routing mesh); auto: on "
                              "unless --executor sim (env SHOAL_INGRESS)")
+    parser.add_argument("--event-loop", choices=eventloop.CHOICES, default=eventloop.default(),
+                        help="uvloop (the default where installed) forwards mesh traffic with less CPU than "
+                             "asyncio's own loop (env SHOAL_EVENT_LOOP)")
 
 
 def _path(text: str) -> Path | None:

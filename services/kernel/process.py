@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import nats.errors
 from nats.aio.client import Client
 
-from services.kernel import logs, tracing
+from services.kernel import eventloop, logs, tracing
 from services.kernel.config import Common, add_common
 from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
 from services.kernel.metrics import NATS_RECONNECTS, serve_metrics
@@ -55,7 +55,9 @@ def run(name: str, service: Service, add_args: Callable[[argparse.ArgumentParser
     logs.setup(name, common.log_level)
     tracing.setup(name)
     try:
-        asyncio.run(_main(name, common, service, args))
+        # A service offering --event-loop (the agent) picks its loop; the others run the standard one.
+        with asyncio.Runner(loop_factory=eventloop.factory(getattr(args, "event_loop", "asyncio"))) as runner:
+            runner.run(_main(name, common, service, args))
     except KeyboardInterrupt:
         pass
     except Exception:

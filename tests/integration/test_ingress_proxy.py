@@ -18,8 +18,7 @@ from services.agent.ingress.table import Backend, Route
 from services.agent.ingress.tcp import TcpListener
 from services.agent.ingress.udp import UdpListener
 from tests.cluster import free_ports
-
-pytestmark = pytest.mark.asyncio
+from tests.loops import on_each_loop
 
 
 async def _echo_server(name: str) -> tuple[asyncio.Server, int]:
@@ -43,8 +42,8 @@ class _Routes:
                            tuple(Backend("n1", name, "127.0.0.1", p) for name, p in backends))
 
 
-@pytest.fixture
-async def backends() -> AsyncIterator[dict[str, int]]:
+@contextlib.asynccontextmanager
+async def _backends() -> AsyncIterator[dict[str, int]]:
     servers = {name: await _echo_server(name) for name in ("a", "b")}
     yield {name: port for name, (_, port) in servers.items()}
     for server, _ in servers.values():
@@ -54,11 +53,16 @@ async def backends() -> AsyncIterator[dict[str, int]]:
 
 async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str) -> str:
     writer.write(text.encode() + b"\n")
-    return (await reader.readline()).decode().strip()
+    return (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
 
 
-async def test_tcp_connections_alternate_skip_a_refusing_backend_and_survive_route_changes(
-        backends: dict[str, int]) -> None:
+@on_each_loop
+async def test_tcp_connections_alternate_skip_a_refusing_backend_and_survive_route_changes() -> None:
+    async with _backends() as backends:
+        await _alternate_skip_and_survive(backends)
+
+
+async def _alternate_skip_and_survive(backends: dict[str, int]) -> None:
     routes = _Routes()
     port = free_ports(1)
     closed = free_ports(1, "127.0.0.1")  # nothing listens there: refused
@@ -86,6 +90,48 @@ async def test_tcp_connections_alternate_skip_a_refusing_backend_and_survive_rou
         await listener.close()
 
 
+@on_each_loop
+async def test_tcp_passes_on_what_the_client_sends_and_ends_before_its_backend_is_connected() -> None:
+    async with _backends() as backends:
+        routes = _Routes()
+        port = free_ports(1)
+        routes.set(port, ("a", backends["a"]))
+        listener = TcpListener("127.0.0.1", port, lambda: routes.route, RoundRobin())
+        await listener.open()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"early\n")
+            writer.write_eof()  # the backend answers what it got, then sees the EOF and closes
+            assert await asyncio.wait_for(reader.read(), 10) == b"a:early\n"
+            writer.close()
+        finally:
+            await listener.close()
+
+
+@on_each_loop
+async def test_tcp_forwards_a_backend_that_speaks_first() -> None:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\n")  # as SMTP or FTP servers do, before the client sends anything
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    routes = _Routes()
+    port = free_ports(1)
+    routes.set(port, ("smtp", server.sockets[0].getsockname()[1]))
+    listener = TcpListener("127.0.0.1", port, lambda: routes.route, RoundRobin())
+    await listener.open()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.readline(), 10) == b"220 ready\n"
+        writer.close()
+    finally:
+        await listener.close()
+        server.close()
+        await server.wait_closed()
+
+
+@on_each_loop
 async def test_tcp_closes_the_client_when_no_backend_answers() -> None:
     routes = _Routes()
     port = free_ports(1)
@@ -130,6 +176,7 @@ async def _udp_echoes() -> tuple[list[asyncio.DatagramTransport], dict[str, Back
                     for n, t in zip("ab", echoes, strict=True)}
 
 
+@on_each_loop
 async def test_udp_flows_stick_to_a_backend_and_replies_come_back() -> None:
     loop = asyncio.get_running_loop()
     echoes, backends = await _udp_echoes()
@@ -165,6 +212,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
+@on_each_loop
 async def test_a_udp_flow_leaves_a_backend_the_route_dropped_while_the_client_keeps_sending(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(udp, "FLOW_IDLE_S", 1.0)  # sweeps every 0.5 s; the client sends more often than that
@@ -193,6 +241,7 @@ async def test_a_udp_flow_leaves_a_backend_the_route_dropped_while_the_client_ke
         await listener.close()
 
 
+@on_each_loop
 async def test_udp_flows_are_capped_and_a_client_over_the_cap_is_counted_unrouted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(udp, "MAX_FLOWS", 2)
@@ -219,6 +268,7 @@ async def test_udp_flows_are_capped_and_a_client_over_the_cap_is_counted_unroute
         await listener.close()
 
 
+@on_each_loop
 async def test_a_udp_flow_ended_while_its_socket_opens_leaves_no_socket_and_retire_cancels_opens() -> None:
     echoes, backends = await _udp_echoes()
     port = free_ports(1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter
 
@@ -32,25 +32,24 @@ Lookup = Callable[[], Route | None]
 class _Side(asyncio.Protocol):
     """One end of a forwarded connection: what it receives, its peer sends."""
 
-    def __init__(self, conn: _Connection, received: Counter | None) -> None:
+    def __init__(self, conn: _Connection, received: Counter | None, peer: _Side | None) -> None:
         self.conn = conn
         self.received = received
         self.unreported = 0
         """Bytes not yet added to `received`: a counter update per chunk would cost a lock each time."""
         self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
+        self.peer = peer
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
-            self.unreported += len(data)
-            if self.unreported >= _REPORT_BYTES:
-                self.report()
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+        self.unreported += len(data)
+        if self.unreported >= _REPORT_BYTES:
+            self.report()
 
     def report(self) -> None:
         if self.received is not None and self.unreported:
@@ -80,13 +79,49 @@ class _Side(asyncio.Protocol):
 
 
 class _ClientSide(_Side):
-    """The accepted end: reads nothing until a backend is connected."""
+    """The accepted end: what it receives before a backend is connected waits, its reading paused.
+
+    asyncio starts reading before `connection_made` and honours a pause there; uvloop starts reading
+    after it, so the first bytes can still arrive early: they are held and the pause taken then.
+    """
+
+    def __init__(self, conn: _Connection) -> None:
+        super().__init__(conn, None, None)
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()
+        assert self.transport is not None
+        self.transport.pause_reading()
         self.conn.listener.spawn(self.conn.connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            assert self.transport is not None
+            self.early.append(data)
+            self.transport.pause_reading()
+        else:
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is None:  # passed on once a backend is connected
+            self.eof = True
+            return True
+        return super().eof_received()
+
+    def link(self, backend: _Side) -> None:
+        """Forward to `backend` from now on, what arrived early first."""
+        assert backend.transport is not None and self.transport is not None
+        self.peer = backend
+        for data in self.early:
+            backend.transport.write(data)
+            self.unreported += len(data)
+        self.early.clear()
+        if self.eof:
+            self.eof = False
+            self.eof_received()
+        else:
+            self.transport.resume_reading()
 
 
 class _Connection:
@@ -96,7 +131,7 @@ class _Connection:
         self.listener = listener
         self.service = service
         self.order = order
-        self.client = _ClientSide(self, None)
+        self.client = _ClientSide(self)
         self.backend: _Side | None = None
         self.closed = False
 
@@ -129,18 +164,17 @@ class _Connection:
 
     async def _link(self, backend: Backend) -> None:
         loop = asyncio.get_running_loop()
-        side = _Side(self, BYTES.labels(service=self.service, backend=backend.node_id, direction="out"))
+        side = _Side(self, BYTES.labels(service=self.service, backend=backend.node_id, direction="out"), self.client)
         await asyncio.wait_for(loop.create_connection(lambda: side, backend.addr, backend.port), CONNECT_TIMEOUT_S)
         if self.closed:
             assert side.transport is not None
             side.transport.close()
             return
         self.client.received = BYTES.labels(service=self.service, backend=backend.node_id, direction="in")
-        self.backend, side.peer, self.client.peer = side, self.client, side
+        self.backend = side
         CONNECTIONS.labels(service=self.service, backend=backend.node_id).inc()
         ACTIVE.labels(service=self.service).inc()
-        assert self.client.transport is not None
-        self.client.transport.resume_reading()
+        self.client.link(side)
 
 
 class TcpListener:

@@ -4,6 +4,7 @@ in-memory log passes, tests above the seam that use it are telling the truth abo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -58,17 +59,23 @@ async def test_last_sequence_of_a_filter(eventlog: EventLog) -> None:
     assert await eventlog.last_seq(subjects.node_tasks("n9")) == 0
 
 
-async def test_follow_replays_then_delivers_live_in_order(eventlog: EventLog) -> None:
-    await eventlog.append([_a(subjects.task("n1", f"t{i}", "status"), f"old{i}") for i in range(3)])
-    await eventlog.append([_a(subjects.task("n2", "x", "status"), "other")])
+def _collect(n: int) -> tuple[list[Entry], asyncio.Event, Callable[[Entry], None]]:
+    """Entries as delivered, and an event set once `n` have arrived."""
     got: list[Entry] = []
     done = asyncio.Event()
 
     def on_entry(e: Entry) -> None:
         got.append(e)
-        if len(got) == 3:
+        if len(got) == n:
             done.set()
 
+    return got, done, on_entry
+
+
+async def test_follow_replays_then_delivers_live_in_order(eventlog: EventLog) -> None:
+    await eventlog.append([_a(subjects.task("n1", f"t{i}", "status"), f"old{i}") for i in range(3)])
+    await eventlog.append([_a(subjects.task("n2", "x", "status"), "other")])
+    got, done, on_entry = _collect(3)
     following = await eventlog.follow(subjects.node_tasks("n1"), 2, on_entry)
     await eventlog.append([_a(subjects.task("n1", "t9", "status"), "new")])
     await asyncio.wait_for(done.wait(), 5)
@@ -80,14 +87,7 @@ async def test_follow_replays_then_delivers_live_in_order(eventlog: EventLog) ->
 async def test_follow_several_subjects_delivers_only_theirs_in_order(eventlog: EventLog) -> None:
     """A sim agent hosting nodes n1 and n3 reads their tasks, not n2's."""
     await eventlog.append([_a(subjects.task(n, f"t{n}", "status"), f"old-{n}") for n in ("n1", "n2", "n3")])
-    got: list[Entry] = []
-    done = asyncio.Event()
-
-    def on_entry(e: Entry) -> None:
-        got.append(e)
-        if len(got) == 3:
-            done.set()
-
+    got, done, on_entry = _collect(3)
     following = await eventlog.follow((subjects.node_tasks("n1"), subjects.node_tasks("n3")), 1, on_entry)
     await eventlog.append([_a(subjects.task("n2", "t", "status"), "new-n2"), _a(subjects.task("n3", "t", "status"),
                                                                                  "new-n3")])

@@ -18,7 +18,7 @@ from services.kernel import subjects
 from services.kernel.jetstream import connect
 from services.orchestrator.heartbeats import confirm_heard
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
-from tests.nats_server import NatsServer
+from tests.nats_server import NatsServer, nats_server
 from tests.world import World
 
 GRACE_S = 0.5
@@ -96,3 +96,38 @@ async def test_a_blocked_listener_marks_no_node_down_for_heartbeats_waiting_unre
     silent_ns = time.time_ns()
     await until(lambda: downs(liveness, w) == ["n1"], "a node that really fell silent goes down")
     assert time.time_ns() - silent_ns >= GRACE_S * 1e9
+
+
+async def test_no_node_goes_down_while_the_listener_is_cut_off_from_the_server() -> None:
+    """While nats-py reconnects, its flush returns without a round trip: that must not count as
+    having heard everything, or every node would go down after a server restart longer than the grace."""
+    with nats_server() as first:
+        port, store = first.port, first.store
+        nc = await connect([first.url], "orchestrator")
+        liveness, w = Liveness(time.time_ns(), grace_s=GRACE_S), World()
+        w.node("n1")
+
+        async def on_heartbeat(msg: Msg) -> None:
+            liveness.observe(msg.data, time.time_ns())
+
+        sub = await nc.subscribe(HEARTBEATS_SUBJECT, cb=on_heartbeat)
+        heard = asyncio.create_task(confirm_heard(nc, sub, liveness))
+        agent = Agent(first.url)
+        agent.start()
+        try:
+            await until(lambda: "n1" in liveness.seen and liveness.heard_until_ns is not None, "heard n1")
+            first.kill()
+            cut_ns = time.time_ns()
+            while time.time_ns() - cut_ns < 6 * GRACE_S * 1e9:
+                assert downs(liveness, w) == [], "n1 marked down while the listener could hear nobody"
+                await asyncio.sleep(0.05)
+            with nats_server(store, port):
+                back_ns = time.time_ns()
+                await until(lambda: liveness.seen["n1"].at_ns > back_ns, "n1 heard again after the restart", 30)
+                assert downs(liveness, w) == []
+        finally:
+            agent.stopped.set()
+            agent.join(10)
+            heard.cancel()
+            await asyncio.gather(heard, return_exceptions=True)
+            await nc.close()

@@ -77,6 +77,8 @@ class Lease:
         """The key's revision we last wrote (it changes at every renewal; the term does not)."""
         self._alive = 0.0
         """When the leader's event loop last ran (monotonic), for the keeper thread."""
+        self._cut_off_since: float | None = None
+        """Since when the leader's own connection has been seen down (monotonic); None: up."""
 
     async def acquire(self) -> int:
         """Poll the create: watchers hear of an expiry late (nats-rules 9), a create wins at once.
@@ -135,8 +137,11 @@ class Lease:
         The renewals run in a thread of their own (own event loop, own connection), so a leader whose
         event loop is busy for a moment (one long decision on loaded cores) keeps its lease, as raft's
         heartbeats are not held up by the work they protect. The thread renews only while this loop
-        still runs: one stuck for `STALLED_TTLS` TTLs lets the lease go like a dead leader. A killed
-        or paused process stops both, so failover still takes a TTL."""
+        still runs: one stuck for `STALLED_TTLS` TTLs lets the lease go like a dead leader. Nor does it
+        renew for a leader whose own connection has been down for a TTL (it can neither read the log
+        nor write, and the keeper's connection may be to another server): that lease lapses as it did
+        when renewals shared the connection. A killed or paused process stops both, so failover
+        still takes a TTL."""
         stop = _Stop()
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()
         servers = [url.geturl() for url in self.nc.servers]
@@ -154,6 +159,10 @@ class Lease:
         try:
             while not done.done():
                 self._alive = time.monotonic()
+                if self.nc.is_connected:
+                    self._cut_off_since = None
+                elif self._cut_off_since is None:
+                    self._cut_off_since = self._alive
                 await asyncio.wait([done], timeout=self.ttl_s / 3)
         finally:
             stop.set()
@@ -163,7 +172,8 @@ class Lease:
         """The renewal loop, in the keeper thread; `self.revision` is read back once it has ended."""
         stopping = stop.bind()
         try:
-            nc = await connect(servers, f"lease-{self.loop}")
+            # Bounded: a connect retrying for ever would hold `keep` (and the term's end) with it.
+            nc = await asyncio.wait_for(connect(servers, f"lease-{self.loop}"), self.ttl_s)
             try:
                 await self._renew_via(Lease(nc, self.loop, self.holder, self.ttl_s), stopping)
             finally:
@@ -183,6 +193,10 @@ class Lease:
                 return
             if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
                 log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
+                return
+            cut_off = self._cut_off_since
+            if cut_off is not None and time.monotonic() - cut_off > self.ttl_s:
+                log.warning("leader's connection lost: letting the lease go", extra={"loop": self.loop})
                 return
             sent = loop.time()
             try:

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from nats.aio.client import Client
 
 from schemas.codec import decode
 from schemas.events import LeaderElected, ServiceCreated
@@ -98,6 +99,15 @@ class Contender:
         self.writer: Writer | None = None
         self.task: asyncio.Task[None] | None = None
 
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self.leadership.run(self.lead))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.projection.stop()
+
     async def lead(self, writer: Writer) -> None:
         self.writer = writer
         self.leading.set()
@@ -108,22 +118,26 @@ class Contender:
             self.stopped.set()
 
 
+async def _contender(url: str, name: str, ttl_s: int = 1) -> tuple[Client, Contender]:
+    nc = await connect([url], name)
+    await ensure_stream(nc, "SHOAL")
+    await ensure_bucket(nc)
+    log = JetStreamLog(nc, "SHOAL", ack_timeout=1.0)
+    projection = Projection(log)
+    await projection.start()
+    lease = Lease(nc, "orchestrator", name, ttl_s=ttl_s)
+    return nc, Contender(Leadership(lease, log, projection, "orchestrator"), projection)
+
+
 @contextlib.asynccontextmanager
 async def contenders(nats: NatsServer, count: int, ttl_s: int = 1) -> AsyncIterator[
         tuple[list[Contender], Callable[[Contender], Awaitable[None]]]]:
     conns = []
     out: list[Contender] = []
     for i in range(count):
-        nc = await connect([nats.url], f"c{i}")
+        nc, c = await _contender(nats.url, f"c{i}", ttl_s)
         conns.append(nc)
-        await ensure_stream(nc, "SHOAL")
-        await ensure_bucket(nc)
-        log = JetStreamLog(nc, "SHOAL", ack_timeout=1.0)
-        projection = Projection(log)
-        await projection.start()
-        c = Contender(Leadership(Lease(nc, "orchestrator", f"c{i}", ttl_s=ttl_s), log, projection, "orchestrator"),
-                      projection)
-        c.task = asyncio.ensure_future(c.leadership.run(c.lead))
+        c.start()
         out.append(c)
 
     async def crash(c: Contender) -> None:
@@ -137,10 +151,7 @@ async def contenders(nats: NatsServer, count: int, ttl_s: int = 1) -> AsyncItera
         yield out, crash
     finally:
         for c in out:
-            if c.task is not None:
-                c.task.cancel()
-                await asyncio.gather(c.task, return_exceptions=True)
-            await c.projection.stop()
+            await c.stop()
         for nc in conns:
             await nc.close()
 
@@ -239,3 +250,74 @@ async def test_a_leader_whose_event_loop_is_stuck_lets_the_lease_go(nats: NatsSe
             await first.stopped.wait()  # its term ended (it may well win the next one: it is alive)
         leader = await _one_leader(cs)
         assert leader.writer is not None and leader.writer.term is not None and leader.writer.term.term > term
+
+
+class _Relay:
+    """A TCP relay to the server whose connections can be cut one at a time, new ones refused."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.Server | None = None
+        self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self.pipes: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> str:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.links.append((writer, up_writer))
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.ensure_future(self._pipe(src, dst))
+            self.pipes.add(pipe)
+            pipe.add_done_callback(self.pipes.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    def cut(self, index: int) -> None:
+        """Drop one link and refuse new connections: the others stay up."""
+        assert self.server is not None
+        self.server.close()
+        for w in self.links[index]:
+            w.close()
+
+    async def close(self) -> None:
+        for pipe in list(self.pipes):
+            pipe.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
+        for pair in self.links:
+            for w in pair:
+                w.close()
+
+
+async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_keeper_is_connected(
+        nats: NatsServer) -> None:
+    """The keeper renews on a connection of its own (perhaps to another server of a cluster); a
+    leader that can no longer read or write over its own connection must not hold the lease."""
+    relay = _Relay(nats.port)
+    leader_nc, leader = await _contender(await relay.open(), "cut-off")
+    standby_nc, standby = await _contender(nats.url, "standby")
+    try:
+        leader.start()
+        await _one_leader([leader])
+        async with asyncio.timeout(5):  # the keeper connects once the term has begun
+            while len(relay.links) < 2:
+                await asyncio.sleep(0.02)
+        standby.start()
+        relay.cut(0)  # the leader's own connection: it cannot reconnect; the keeper's stays up
+        async with asyncio.timeout(10):
+            await standby.leading.wait()
+            await leader.stopped.wait()
+    finally:
+        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
+            await c.stop()
+            with contextlib.suppress(OSError):  # the cut connection cannot flush on close
+                await nc.close()
+        await relay.close()

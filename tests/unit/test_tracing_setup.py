@@ -18,7 +18,10 @@ parent = tracer.start_span("request")
 headers = {}
 propagate.inject(headers, context=trace.set_span_in_context(parent))
 child = tracer.start_span("reaction", context=propagate.extract(headers))
+unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+late = tracer.start_span("after an untraced hop", context=propagate.extract(unsampled))
 print(json.dumps({"recording": [parent.is_recording(), child.is_recording()], "headers": headers,
+                  "after_unsampled": late.is_recording(),
                   "same_trace": child.get_span_context().trace_id == parent.get_span_context().trace_id}))
 """
 
@@ -40,3 +43,8 @@ def test_without_an_exporter_no_span_is_recorded_but_the_trace_is_carried() -> N
 
 def test_with_an_exporter_spans_are_recorded() -> None:
     assert probe("console")["recording"] == [True, True]
+
+
+def test_with_an_exporter_a_span_continuing_an_unsampled_context_is_recorded() -> None:
+    """What a process without an exporter (an agent, or the cluster before tracing was on) carries."""
+    assert probe("console")["after_unsampled"] is True

@@ -15,7 +15,8 @@ from services.api.system import info_view, swarm_view, version_view
 from services.api.tokens import new_token
 from services.api.views import self_node_id
 from services.api.wire import bool_param, empty_response, json_response, read_json, version_param
-from services.kernel.state import Cluster
+from services.kernel.state import Cluster, ClusterState
+from services.kernel.writer import Intent
 
 PING_HEADERS = {
     "Swarm": "active/manager",
@@ -57,13 +58,19 @@ async def update_swarm(request: web.Request) -> web.Response:
     version = version_param(request, "swarm")
     cluster = _cluster(request)
     committer = api_of(request).committer
-    spec = swarm_spec.requested(cluster.spec, body)
-    if spec is not None:
-        version = await committer.commit(lambda state: commands.update_cluster_spec(state, version, spec))
+    if swarm_spec.requested(cluster.spec, body) is not None:  # a bad body is refused before any write
+        version = await committer.commit(lambda state: _update_spec(state, version, body))
     for role in ("worker", "manager"):
         if bool_param(request, f"rotate{role.title()}Token"):
             version = await _rotate(committer, version, role, new_token(cluster.id))
     return empty_response()
+
+
+def _update_spec(state: ClusterState, version: int, body: dict[str, Any]) -> Intent | None:
+    """The new spec from the state the write is decided on, so a setting recorded since the request
+    arrived (the orchestrator's heartbeat period) is kept, not overwritten with an older copy."""
+    spec = swarm_spec.requested(state.cluster.spec if state.cluster is not None else None, body)
+    return None if spec is None else commands.update_cluster_spec(state, version, spec)
 
 
 async def _rotate(committer: Committer, version: int, role: str, token: str) -> int:

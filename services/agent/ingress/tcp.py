@@ -40,6 +40,8 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = peer
         self.eof = False
+        self.full = False
+        """Its transport's write buffer is over the high-water mark: its peer's reading is paused."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
@@ -70,10 +72,12 @@ class _Side(asyncio.Protocol):
         self.conn.close()
 
     def pause_writing(self) -> None:
+        self.full = True
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.full = False
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.resume_reading()
 
@@ -120,7 +124,7 @@ class _ClientSide(_Side):
         if self.eof:
             self.eof = False
             self.eof_received()
-        else:
+        elif not backend.full:  # the early bytes filled it: its resume_writing resumes us
             self.transport.resume_reading()
 
 

@@ -260,6 +260,7 @@ class _Relay:
         self.server: asyncio.Server | None = None
         self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self.pipes: set[asyncio.Task[None]] = set()
+        self.linked = asyncio.Condition()
 
     async def open(self) -> str:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -268,6 +269,8 @@ class _Relay:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.links.append((writer, up_writer))
+        async with self.linked:
+            self.linked.notify_all()
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             pipe = asyncio.ensure_future(self._pipe(src, dst))
             self.pipes.add(pipe)
@@ -280,6 +283,10 @@ class _Relay:
                 dst.write(data)
                 await dst.drain()
         dst.close()
+
+    async def wait_links(self, count: int) -> None:
+        async with self.linked:
+            await self.linked.wait_for(lambda: len(self.links) >= count)
 
     def cut(self, index: int) -> None:
         """Drop one link and refuse new connections: the others stay up."""
@@ -308,8 +315,7 @@ async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_kee
         leader.start()
         await _one_leader([leader])
         async with asyncio.timeout(5):  # the keeper connects once the term has begun
-            while len(relay.links) < 2:
-                await asyncio.sleep(0.02)
+            await relay.wait_links(2)
         standby.start()
         relay.cut(0)  # the leader's own connection: it cannot reconnect; the keeper's stays up
         async with asyncio.timeout(10):

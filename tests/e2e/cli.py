@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -49,3 +50,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
 
 def filters(**kv: str) -> str:
     return json.dumps({k.replace("_", "-"): {v: True} for k, v in kv.items()})
+
+
+async def service_tasks(api_url: str, service: str) -> list[dict[str, Any]]:
+    """`GET /tasks` filtered on one service (name or id), as `docker service ps` asks."""
+    tasks: list[dict[str, Any]] = await api_get(api_url, f"/tasks?filters={quote(filters(service=service))}")
+    return tasks
+
+
+async def running_tasks(api_url: str, service: str) -> list[dict[str, Any]]:
+    """The service's tasks that run and are meant to."""
+    return [t for t in await service_tasks(api_url, service)
+            if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]

@@ -13,12 +13,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster
-from tests.e2e.cli import api_get, docker, eventually, filters
+from tests.e2e.cli import api_get, docker, eventually, running_tasks, service_tasks
 
 pytestmark = pytest.mark.e2e
 
@@ -29,24 +28,14 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
         yield c
 
 
-async def _tasks(c: LocalCluster, service: str) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = await api_get(c.api_url, f"/tasks?filters={quote(filters(service=service))}")
-    return tasks
-
-
-async def _running(c: LocalCluster, service: str) -> list[dict[str, Any]]:
-    return [t for t in await _tasks(c, service)
-            if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]
-
-
 async def _converged(c: LocalCluster, service: str, replicas: int) -> None:
     async def check() -> bool:
-        running = await _running(c, service)
+        running = await running_tasks(c.api_url, service)
         slots = Counter(t["Slot"] for t in running)
         return len(running) == replicas and all(n == 1 for n in slots.values())
 
     await eventually(check, 40, f"{service} at {replicas} running tasks, one per slot; "
-                                f"tasks: {await _tasks(c, service)}\nagent-1:\n{c.log('agent-1')}")
+                                f"tasks: {await service_tasks(c.api_url, service)}\nagent-1:\n{c.log('agent-1')}")
 
 
 async def _listed_as(host: str, replicas: str) -> bool:
@@ -75,7 +64,7 @@ async def test_docker_cli_drives_a_service_through_its_life(cluster: LocalCluste
     ps = await docker(host, "service", "ps", "web")
     assert all(f"web.{slot}" in ps for slot in (1, 2, 3)) and ps.count("Running") >= 3
 
-    victim = (await _running(cluster, "web"))[0]
+    victim = (await running_tasks(cluster.api_url, "web"))[0]
     pid = victim["Status"]["ContainerStatus"]["PID"]
     assert pid and _alive(pid)
     os.kill(pid, signal.SIGKILL)
@@ -85,7 +74,7 @@ async def test_docker_cli_drives_a_service_through_its_life(cluster: LocalCluste
 
     await docker(host, "service", "scale", "--detach", "web=5")
     await _converged(cluster, "web", 5)
-    pids = [t["Status"]["ContainerStatus"]["PID"] for t in await _running(cluster, "web")]
+    pids = [t["Status"]["ContainerStatus"]["PID"] for t in await running_tasks(cluster.api_url, "web")]
     await docker(host, "service", "scale", "--detach", "web=0")
     await _converged(cluster, "web", 0)
     await eventually(lambda: _none_alive(pids), 30, "every task process stopped after scaling to 0")
@@ -101,12 +90,12 @@ async def test_kill_9_of_any_process_then_restart_converges_without_duplicates(c
     await eventually(lambda: _nodes_ready(host, 2), 30, "two ready nodes")
     await docker(host, "service", "create", "--detach", "--name", "app", "--replicas", "4", "busybox", "sleep", "600")
     await _converged(cluster, "app", 4)
-    before = {t["ID"] for t in await _running(cluster, "app")}
+    before = {t["ID"] for t in await running_tasks(cluster.api_url, "app")}
     for name in ("orchestrator", "scheduler", "api", "agent-1", "agent-2"):
         await cluster.kill(name)
         await cluster.wait_api()
         await _converged(cluster, "app", 4)
-    after = {t["ID"] for t in await _running(cluster, "app")}
+    after = {t["ID"] for t in await running_tasks(cluster.api_url, "app")}
     assert after == before, "a restarted process must adopt running tasks, not replace them"
     await docker(host, "service", "scale", "--detach", "app=6")
     await cluster.kill("orchestrator")
@@ -119,7 +108,7 @@ async def _nodes_ready(host: str, count: int) -> bool:
 
 
 async def _replaced(c: LocalCluster, victim: dict[str, Any]) -> bool:
-    tasks = await _tasks(c, victim["ServiceID"])
+    tasks = await service_tasks(c.api_url, victim["ServiceID"])
     same_slot = [t for t in tasks if t["Slot"] == victim["Slot"]]
     old = next((t for t in same_slot if t["ID"] == victim["ID"]), None)
     return old is not None and old["Status"]["State"] in ("failed", "shutdown") and any(

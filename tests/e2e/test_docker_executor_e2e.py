@@ -18,13 +18,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster, node_ids
 from tests.docker_engine import TEST_IMAGE
-from tests.e2e.cli import api_get, docker, eventually, filters
+from tests.e2e.cli import api_get, docker, eventually, running_tasks, service_tasks
 from tests.registry import fake_registry
 
 pytestmark = pytest.mark.e2e
@@ -55,24 +54,15 @@ async def _create(c: LocalCluster, name: str, *flags: str, command: tuple[str, .
     return out.strip()
 
 
-async def _tasks(c: LocalCluster, service: str) -> list[Json]:
-    tasks: list[Json] = await api_get(c.api_url, f"/tasks?filters={quote(filters(service=service))}")
-    return tasks
-
-
-async def _running(c: LocalCluster, service: str) -> list[Json]:
-    return [t for t in await _tasks(c, service)
-            if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]
-
-
 async def _converged(c: LocalCluster, service: str, replicas: int, timeout_s: float = 90) -> list[Json]:
     async def check() -> bool:
-        running = await _running(c, service)
+        running = await running_tasks(c.api_url, service)
         return len(running) == replicas and len({t["Slot"] for t in running}) == replicas
 
-    await eventually(check, timeout_s, f"{service} at {replicas} running tasks; tasks: {await _tasks(c, service)}"
-                                       f"\nagent-1:\n{c.log('agent-1')}\nagent-2:\n{c.log('agent-2')}")
-    return await _running(c, service)
+    await eventually(check, timeout_s,
+                     f"{service} at {replicas} running tasks; tasks: {await service_tasks(c.api_url, service)}"
+                     f"\nagent-1:\n{c.log('agent-1')}\nagent-2:\n{c.log('agent-2')}")
+    return await running_tasks(c.api_url, service)
 
 
 async def _containers(engine: str, service_id: str) -> list[Json]:
@@ -134,13 +124,13 @@ async def test_replicas_over_two_agents_are_labelled_limited_containers_and_a_ki
     await docker(engine, "kill", victim["Status"]["ContainerStatus"]["ContainerID"])
 
     async def replaced() -> bool:
-        same_slot = [t for t in await _tasks(cluster, "web") if t["Slot"] == victim["Slot"]]
+        same_slot = [t for t in await service_tasks(cluster.api_url, "web") if t["Slot"] == victim["Slot"]]
         old = next(t for t in same_slot if t["ID"] == victim["ID"])
         return old["Status"]["State"] == "failed" and any(
             t["Status"]["State"] == "running" for t in same_slot if t["ID"] != victim["ID"])
 
     await eventually(replaced, 60, f"the killed task {victim['ID']} replaced in slot {victim['Slot']}")
-    old = next(t for t in await _tasks(cluster, "web") if t["ID"] == victim["ID"])
+    old = next(t for t in await service_tasks(cluster.api_url, "web") if t["ID"] == victim["ID"])
     assert old["Status"]["Err"] == "task: non-zero exit (137)"
     await _converged(cluster, "web", 3)
     assert len(await _live_containers(engine, service_id)) == 3
@@ -151,12 +141,12 @@ async def test_on_failure_with_max_attempts_2_makes_exactly_three_attempts(clust
                                "--restart-delay", "500ms", command=("sh", "-c", "sleep 0.3; exit 1"))
 
     async def three_failed() -> bool:
-        return _count(await _tasks(cluster, "flaky"), "failed") >= 3
+        return _count(await service_tasks(cluster.api_url, "flaky"), "failed") >= 3
 
-    await eventually(three_failed, 90, f"three failed attempts; tasks: {await _tasks(cluster, 'flaky')}")
+    await eventually(three_failed, 90, f"three failed attempts; tasks: {await service_tasks(cluster.api_url, 'flaky')}")
     # The orchestrator would make the 4th at once (delay 500 ms): give it several delays to not do so.
     for _ in range(40):
-        tasks = await _tasks(cluster, "flaky")
+        tasks = await service_tasks(cluster.api_url, "flaky")
         assert len(tasks) == 3, f"exactly three attempts, then stop: {tasks}"
         await asyncio.sleep(0.2)
     assert all(t["Status"]["Err"] == "task: non-zero exit (1)" for t in tasks)
@@ -173,10 +163,11 @@ async def test_a_failing_health_check_fails_the_task_before_it_runs_and_it_is_re
     assert spec["Healthcheck"] == {"Test": ["CMD-SHELL", "false"], "Interval": 1_000_000_000, "Retries": 1}
 
     async def failed_twice() -> bool:
-        return _count(await _tasks(cluster, "sick"), "failed") >= 2
+        return _count(await service_tasks(cluster.api_url, "sick"), "failed") >= 2
 
-    await eventually(failed_twice, 90, f"a failed task, replaced, failed again: {await _tasks(cluster, 'sick')}")
-    failed = [t for t in await _tasks(cluster, "sick") if t["Status"]["State"] == "failed"]
+    await eventually(failed_twice, 90,
+                     f"a failed task, replaced, failed again: {await service_tasks(cluster.api_url, 'sick')}")
+    failed = [t for t in await service_tasks(cluster.api_url, "sick") if t["Status"]["State"] == "failed"]
     for task in failed:
         assert task["Status"]["Err"] == "dockerexec: unhealthy container"
         assert task["Status"]["Message"] == "starting", "never `running`: it was never healthy"
@@ -201,12 +192,12 @@ async def test_rolling_update_of_env_replaces_every_container_two_slots_at_a_tim
         live = await _live_containers(engine, service_id)
         return len(live) == 4 and all("V=2" in c["Config"]["Env"] for c in live)
 
-    await eventually(updated, 120, f"four containers with V=2; tasks: {await _tasks(cluster, 'roll')}")
+    await eventually(updated, 120, f"four containers with V=2; tasks: {await service_tasks(cluster.api_url, 'roll')}")
     await _converged(cluster, "roll", 4)
     after = {c["Id"]: c for c in await _live_containers(engine, service_id)}
     assert not set(after) & set(before), "every container is new"
     slot_of = {_label(c, "task.id"): c for c in (await _containers(engine, service_id))}
-    tasks = await _tasks(cluster, "roll")
+    tasks = await service_tasks(cluster.api_url, "roll")
     slots: dict[int, list[Json]] = {}
     for task in tasks:
         slots.setdefault(task["Slot"], []).append(slot_of[task["ID"]])
@@ -234,7 +225,8 @@ async def test_drain_stops_a_nodes_containers_and_runs_them_on_the_other(cluster
         live = await _live_containers(engine, service_id)
         return len(live) == 4 and all(_label(c, "node.id") != drained for c in live)
 
-    await eventually(moved, 90, f"every container off {drained}; tasks: {await _tasks(cluster, 'spread')}")
+    await eventually(moved, 90,
+                     f"every container off {drained}; tasks: {await service_tasks(cluster.api_url, 'spread')}")
     running = await _converged(cluster, "spread", 4)
     assert drained not in {t["NodeID"] for t in running}
     stopped = [c for c in await _containers(engine, service_id) if _label(c, "node.id") == drained]
@@ -251,7 +243,8 @@ async def test_agent_kill_9_and_restart_adopts_containers_and_learns_what_happen
     await cluster.kill("agent-1", signal.SIGKILL)
     await eventually(lambda: _nodes_ready(cluster, 2), 60, "agent-1 back")
     await _converged(cluster, "keep", 4)
-    after = {t["ID"]: t["Status"]["ContainerStatus"]["ContainerID"] for t in await _running(cluster, "keep")}
+    after = {t["ID"]: t["Status"]["ContainerStatus"]["ContainerID"]
+             for t in await running_tasks(cluster.api_url, "keep")}
     assert after == before, "same tasks, same containers"
     live = await _live_containers(engine, service_id)
     assert {c["Id"]: c["State"]["StartedAt"] for c in live} == started, "no container restarted, none added"
@@ -270,11 +263,11 @@ async def test_agent_kill_9_and_restart_adopts_containers_and_learns_what_happen
     async def learned() -> bool:
         """The exit is reported: `failed` (or `shutdown`, if the restart took so long under load that
         the node was marked down and the orchestrator had moved the task meanwhile, as Swarm does)."""
-        task = next(t for t in await _tasks(cluster, "keep") if t["ID"] == victim["ID"])
+        task = next(t for t in await service_tasks(cluster.api_url, "keep") if t["ID"] == victim["ID"])
         return task["Status"]["State"] in ("failed", "shutdown") and task["Status"]["ContainerStatus"]["ExitCode"] != 0
 
     await eventually(learned, 60, f"the container that died meanwhile reported: {victim['ID']}")
-    task = next(t for t in await _tasks(cluster, "keep") if t["ID"] == victim["ID"])
+    task = next(t for t in await service_tasks(cluster.api_url, "keep") if t["ID"] == victim["ID"])
     assert task["Status"]["ContainerStatus"]["ExitCode"] == 137
     if task["DesiredState"] == "running":
         assert (task["Status"]["State"], task["Status"]["Err"]) == ("failed", "task: non-zero exit (137)")
@@ -284,7 +277,7 @@ async def test_agent_kill_9_and_restart_adopts_containers_and_learns_what_happen
         return not (await docker(engine, "ps", "-aq", "--filter", f"id={stray}")).strip()
 
     await eventually(stray_removed, 30, "the container of a task the cluster does not know removed")
-    running = await _running(cluster, "keep")
+    running = await running_tasks(cluster.api_url, "keep")
     assert Counter(t["Slot"] for t in running) == Counter({1: 1, 2: 1, 3: 1, 4: 1})
     assert len(await _live_containers(engine, service_id)) == 4
 
@@ -295,10 +288,10 @@ async def test_an_image_that_does_not_exist_is_rejected_with_the_engines_message
                  "shoal-no-such-image:nope", "sleep", "60")
 
     async def rejected() -> bool:
-        return any(t["Status"]["State"] == "rejected" for t in await _tasks(cluster, "ghost"))
+        return any(t["Status"]["State"] == "rejected" for t in await service_tasks(cluster.api_url, "ghost"))
 
-    await eventually(rejected, 60, f"a rejected task; tasks: {await _tasks(cluster, 'ghost')}")
-    task = next(t for t in await _tasks(cluster, "ghost") if t["Status"]["State"] == "rejected")
+    await eventually(rejected, 60, f"a rejected task; tasks: {await service_tasks(cluster.api_url, 'ghost')}")
+    task = next(t for t in await service_tasks(cluster.api_url, "ghost") if t["Status"]["State"] == "rejected")
     engine_says = await _engine_error(engine, "shoal-no-such-image:nope")
     assert task["Status"]["Err"] == engine_says
     ps = await docker(cluster.docker_host, "service", "ps", "--no-trunc", "ghost")
@@ -335,11 +328,11 @@ async def test_with_registry_auth_the_clis_credentials_reach_the_registry(
         assert code == 0, err
 
         async def rejected() -> bool:
-            return _count(await _tasks(cluster, "private"), "rejected") >= 1
+            return _count(await service_tasks(cluster.api_url, "private"), "rejected") >= 1
 
-        await eventually(rejected, 60, f"a rejected task; tasks: {await _tasks(cluster, 'private')}")
+        await eventually(rejected, 60, f"a rejected task; tasks: {await service_tasks(cluster.api_url, 'private')}")
     assert registry.saw_basic("ann", "s3cret"), registry.authorizations
-    task = next(t for t in await _tasks(cluster, "private") if t["Status"]["State"] == "rejected")
+    task = next(t for t in await service_tasks(cluster.api_url, "private") if t["Status"]["State"] == "rejected")
     assert "manifest unknown" in task["Status"]["Err"]
     shown = await docker(cluster.docker_host, "service", "inspect", "private")
     assert "s3cret" not in shown and basic not in shown and "RegistryAuth" not in json.dumps(task)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster
-from tests.e2e.cli import api_get, docker, eventually, filters
+from tests.e2e.cli import api_get, docker, eventually, filters, running_tasks
 
 pytestmark = pytest.mark.e2e
 
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.e2e
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     async with local_cluster(tmp_path, agents=3, executor="sim") as c:
         yield c
-
-
-async def _running(c: LocalCluster, service: str) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = await api_get(c.api_url, f"/tasks?filters={quote(filters(service=service))}")
-    return [t for t in tasks if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]
 
 
 async def _update_status(c: LocalCluster, service: str) -> dict[str, str]:
@@ -45,7 +39,7 @@ async def _until_state(c: LocalCluster, service: str, state: str) -> dict[str, s
 
 async def _until_running(c: LocalCluster, service: str, count: int) -> None:
     async def reached() -> bool:
-        return len(await _running(c, service)) == count
+        return len(await running_tasks(c.api_url, service)) == count
 
     await eventually(reached, 60, f"{count} running tasks of {service}")
 
@@ -83,7 +77,7 @@ async def test_update_failure_pause_resume_rollback_and_drain_with_the_docker_cl
     await docker(host, "node", "update", "--availability", "drain", node)
 
     async def drained() -> bool:
-        running = await _running(cluster, "web")
+        running = await running_tasks(cluster.api_url, "web")
         hosts = await docker(host, "service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}}",
                              "web")
         return len(running) == 4 and node not in hosts.split()
@@ -116,7 +110,7 @@ async def test_a_stopped_agent_s_node_goes_down_its_tasks_move_and_it_comes_back
     async def moved() -> bool:
         hosts = await docker(host, "service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}}",
                              "web")
-        return len(await _running(cluster, "web")) == 6 and down not in hosts.split()
+        return len(await running_tasks(cluster.api_url, "web")) == 6 and down not in hosts.split()
 
     await eventually(moved, 60, f"6 tasks running off {down}")
     await cluster.start_process("agent-3")

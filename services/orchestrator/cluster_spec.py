@@ -4,8 +4,9 @@
 none records it, and from then on the log's value is the one obeyed, changed with
 `docker swarm update --task-history-limit` (Swarm's `init` sets it, `update` changes it).
 The heartbeat period is a fact rather than a setting: the grace the leader applies divided by the
-periods a node may miss, re-recorded whenever it changes (a fixed `--heartbeat-grace`, or agents
-announcing another `--heartbeat`).
+periods a node may miss, re-recorded only when it differs from the log's (a fixed `--heartbeat-grace`,
+or agents announcing another `--heartbeat`) and only once it is known (`Liveness.period_ns`): every
+write moves the cluster's version, refusing a concurrent `docker swarm update` as out of sequence.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ def history_limit(state: ClusterState, default: int) -> int:
     return default if limit is None else limit
 
 
-def decide(state: ClusterState, history_default: int, period_ns: int) -> Decision:
-    """Pure: the `ClusterSpecUpdated` that makes the log say what this leader obeys, if it does not."""
+def decide(state: ClusterState, history_default: int, period_ns: int | None) -> Decision:
+    """Pure: the `ClusterSpecUpdated` that makes the log say what this leader obeys, if it does not;
+    `period_ns` None (not known yet) leaves the recorded period alone."""
     cluster = state.cluster
     if cluster is None:
         return Decision()
     spec = cluster.spec or SwarmSpec()
     if spec.orchestration.task_history_retention_limit is None:
         spec = replace(spec, orchestration=OrchestrationConfig(task_history_retention_limit=history_default))
-    if spec.dispatcher.heartbeat_period != period_ns:
+    if period_ns is not None and spec.dispatcher.heartbeat_period != period_ns:
         spec = replace(spec, dispatcher=DispatcherConfig(heartbeat_period=period_ns))
     if spec == cluster.spec:
         return Decision()
@@ -45,7 +47,7 @@ def decide(state: ClusterState, history_default: int, period_ns: int) -> Decisio
     return Decision(intents=[intent])
 
 
-def decider(history_default: int, period_ns: Callable[[ClusterState], int]) -> Decide:
+def decider(history_default: int, period_ns: Callable[[ClusterState], int | None]) -> Decide:
     def bound(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
         return decide(state, history_default, period_ns(state))
 

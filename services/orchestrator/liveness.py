@@ -95,11 +95,26 @@ class Liveness:
             self.seen[node_id] = seen
         return beat.nodes
 
-    def period_ns(self, state: ClusterState) -> int:
+    def period_ns(self, state: ClusterState) -> int | None:
         """The heartbeat period failure is measured in: the longest grace among the cluster's nodes
-        (a fixed grace, or 3 of the period each agent announces) over the periods a node may miss."""
-        graces = (self.seen[n].grace_ns for n in state.nodes if n in self.seen)
+        (a fixed grace, or 3 of the period each agent announces) over the periods a node may miss.
+        None while it is not known: with announced periods, until every node not down has been heard
+        since this process started listening or became leader, so a new leader never records the
+        default first and the agents' real period a moment later (each write moves the cluster's
+        version under a concurrent `docker swarm update`). A silent node stops counting once it is down,
+        but nodes none of which was ever heard say nothing: the default stands only for an empty cluster."""
+        if self.grace_s is not None:
+            return self.default.grace_ns // MISSED_PERIODS
+        if any(self._unheard(node) for node in state.nodes.values()):
+            return None
+        graces = [self.seen[n].grace_ns for n in state.nodes if n in self.seen]
+        if state.nodes and not graces:
+            return None
         return max(graces, default=self.default.grace_ns) // MISSED_PERIODS
+
+    def _unheard(self, node: Node) -> bool:
+        heard = self.seen.get(node.id)
+        return node.status.state != DOWN and (heard is None or heard.at_ns < self.default.at_ns)
 
     def decide(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
         return node_status(state, self.seen, self.default, now_ns, self.heard_until_ns, self.missed_until_ns)

@@ -1,5 +1,6 @@
 """The cluster settings on a real cluster through the real docker CLI: `docker info` shows what the
-orchestrator was started with, and `docker swarm update --task-history-limit` changes it."""
+orchestrator was started with, `docker swarm update --task-history-limit` changes it, and a new leader
+leaves the recorded heartbeat period (and so the cluster's version) alone."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.cluster import LocalCluster, local_cluster
 from tests.e2e.cli import docker, eventually
+from tests.integration.test_metrics_scrape import scrape, value
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +46,38 @@ async def test_docker_info_shows_the_settings_in_force_and_swarm_update_changes_
     with pytest.raises(AssertionError, match="agent's `--heartbeat`"):
         await docker(cluster.docker_host, "swarm", "update", "--dispatcher-heartbeat", "10s")
     assert (await spec(cluster))["Dispatcher"] == {"HeartbeatPeriod": 2_000_000_000}
+
+
+async def test_a_new_leader_leaves_the_period_the_agents_announce_alone(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With agents on `--heartbeat 10` a restarted orchestrator leads long before it hears them: it
+    must not record the 1 s default meanwhile (nor the 10 s again), which would move the cluster's
+    version under a concurrent `docker swarm update`."""
+    monkeypatch.setenv("SHOAL_HEARTBEAT", "10")
+    async with local_cluster(tmp_path / "cluster", agents=1, executor="sim") as cluster:
+        async def announced() -> bool:
+            return (await spec(cluster))["Dispatcher"] == {"HeartbeatPeriod": 10_000_000_000}
+        await eventually(announced, what=f"the agent's period in docker info:\n{cluster.log('orchestrator')}")
+        version = await docker(cluster.docker_host, "info", "--format", "{{.Swarm.Cluster.Version.Index}}")
+
+        await cluster.kill("orchestrator")
+
+        async def leads_and_heard() -> bool:
+            try:
+                samples = await scrape(cluster.metrics_url("orchestrator"))
+            except aiohttp.ClientError:  # not serving yet
+                return False
+            return (value(samples, "shoal_leader", loop="orchestrator") == 1
+                    and value(samples, "shoal_heartbeats_received_total") >= 1)
+        await eventually(leads_and_heard, what=f"the new orchestrator leads:\n{cluster.log('orchestrator')}")
+        after = await docker(cluster.docker_host, "info", "--format", "{{.Swarm.Cluster.Version.Index}}")
+        assert after == version, await cluster_entries(cluster)
+        assert (await spec(cluster))["Dispatcher"] == {"HeartbeatPeriod": 10_000_000_000}
+
+
+async def cluster_entries(cluster: LocalCluster) -> str:
+    """The log's cluster-spec entries, for an assertion's message."""
+    wanted = {"filters": json.dumps({"type": ["ClusterSpecUpdated"]})}
+    async with aiohttp.ClientSession() as session, session.get(f"{cluster.api_url}/shoal/events",
+                                                               params=wanted) as resp:
+        return await resp.text()

@@ -11,6 +11,7 @@ write moves the cluster's version, refusing a concurrent `docker swarm update` a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from msgspec.structs import replace
@@ -22,12 +23,28 @@ from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
 from services.kernel.writer import Intent
 
+log = logging.getLogger(__name__)
+
+
+def recorded_limit(state: ClusterState) -> int | None:
+    spec = state.cluster.spec if state.cluster is not None else None
+    return spec.orchestration.task_history_retention_limit if spec is not None else None
+
 
 def history_limit(state: ClusterState, default: int) -> int:
     """The log's limit once recorded, else the orchestrator's own flag."""
-    spec = state.cluster.spec if state.cluster is not None else None
-    limit = spec.orchestration.task_history_retention_limit if spec is not None else None
+    limit = recorded_limit(state)
     return default if limit is None else limit
+
+
+def warn_if_flag_ignored(state: ClusterState, flag: int) -> None:
+    """Say so, once at start, when the log's limit overrides a different `--task-history-limit`:
+    otherwise an operator changing the flag sees it silently ignored."""
+    limit = recorded_limit(state)
+    if limit is not None and limit != flag:
+        log.warning("--task-history-limit ignored: the limit in the log is in force; "
+                    "`docker swarm update --task-history-limit N` changes it",
+                    extra={"flag": flag, "in_force": limit})
 
 
 def decide(state: ClusterState, history_default: int, period_ns: int | None) -> Decision:

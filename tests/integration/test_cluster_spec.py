@@ -47,6 +47,12 @@ async def test_docker_info_shows_the_settings_in_force_and_swarm_update_changes_
         await docker(cluster.docker_host, "swarm", "update", "--dispatcher-heartbeat", "10s")
     assert (await spec(cluster))["Dispatcher"] == {"HeartbeatPeriod": 2_000_000_000}
 
+    await cluster.kill("orchestrator")  # restarted with its flag, 2, which the log's 3 overrides
+
+    async def warned() -> bool:
+        return "--task-history-limit ignored" in cluster.log("orchestrator")
+    await eventually(warned, what=f"the restarted orchestrator warns:\n{cluster.log('orchestrator')}")
+
 
 async def test_a_new_leader_leaves_the_period_the_agents_announce_alone(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from schemas.cluster import DispatcherConfig, OrchestrationConfig, SwarmSpec
 from schemas.events import ClusterCreated, ClusterSpecUpdated, NodeStatusChanged
@@ -50,6 +51,19 @@ def test_the_limit_in_the_log_wins_over_the_flag() -> None:
     assert cluster_spec.history_limit(w.state, 4) == 4
     w.fold(ClusterSpecUpdated(spec=spec(limit=-1)))
     assert cluster_spec.history_limit(w.state, 4) == -1
+
+
+def test_a_flag_the_log_overrides_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    w = World()
+    w.fold(ClusterCreated(cluster_id="c1"))
+    cluster_spec.warn_if_flag_ignored(w.state, 4)
+    w.fold(ClusterSpecUpdated(spec=spec(limit=4)))
+    cluster_spec.warn_if_flag_ignored(w.state, 4)
+    assert caplog.records == [], "nothing recorded, or the same limit: nothing to say"
+    cluster_spec.warn_if_flag_ignored(w.state, 9)
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "docker swarm update --task-history-limit N" in record.getMessage()
+    assert (record.flag, record.in_force) == (9, 4)  # type: ignore[attr-defined]
 
 
 def test_history_is_pruned_to_the_limit_the_log_says() -> None:

@@ -70,7 +70,8 @@ class Liveness:
     def restart(self, now_ns: int) -> None:
         """A new leader counts every node's silence from now: what it heard while standing by may
         be stale (it may have been cut off itself), and declaring nodes down on that is worse. Each
-        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s)."""
+        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s),
+        or has the recorded period's until heard (`node_status`)."""
         self.default = Seen(now_ns, self.default.grace_ns)
         self.missed_until(now_ns)
 

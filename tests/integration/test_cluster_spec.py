@@ -1,6 +1,7 @@
 """The cluster settings on a real cluster through the real docker CLI: `docker info` shows what the
 orchestrator was started with, `docker swarm update --task-history-limit` changes it, and a new leader
-leaves the recorded heartbeat period (and so the cluster's version) alone."""
+leaves the recorded heartbeat period (and so the cluster's version) alone, and measures by it a node it
+has not heard yet."""
 
 from __future__ import annotations
 

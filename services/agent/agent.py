@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class Agent:
             filter_subject=subjects.node_tasks(first) if len(self.nodes) == 1 else tuple(
                 subjects.node_tasks(n.node_id) for n in self.nodes),
             snapshots=snapshots,
-            snapshot_name=f"agent-{first}",
+            snapshot_name=snapshot_name(self.node_ids),
         )
         self.reporter = Reporter(eventlog, self.projection)
         self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of, self._ports_for)
@@ -147,6 +148,17 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.projection.save_snapshot(), _FLUSH_ON_STOP_S)
         log.info("agent stopped; tasks left running", extra={"node_id": self.nodes[0].node_id})
+
+
+def snapshot_name(node_ids: Iterable[str]) -> str:
+    """The agent projection's snapshot, named after the node set its filter reads: an agent restarted
+    with other nodes starts fresh instead of resuming past older tasks of a node it did not follow.
+    One node keeps its readable `agent-<node id>`; several are `agent-<count>-<hash of the sorted ids>`."""
+    ids = sorted(node_ids)
+    if len(ids) == 1:
+        return f"agent-{ids[0]}"
+    digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    return f"agent-{len(ids)}-{digest}"
 
 
 def _task_id(event: object) -> str | None:

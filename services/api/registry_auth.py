@@ -36,8 +36,3 @@ def on_update(spec: ServiceSpec, header: str | None, source: str | None, current
     if source == FROM_PREVIOUS:
         return with_pull_options(spec, pull_options(current.previous_spec))
     raise InvalidParameter(f"unsupported registryAuthFrom '{source}'")
-
-
-def hidden(spec: ServiceSpec) -> ServiceSpec:
-    """The spec as clients see it: without the credentials."""
-    return with_pull_options(spec, None)

@@ -104,7 +104,7 @@ def info_view(state: ClusterState, self_id: str) -> dict[str, Any]:
 
 def shoal_info(state: ClusterState) -> dict[str, Any]:
     """Shoal's extension of `/info`: which process leads each deciding loop, as the log last said
-    (`Holder` is host/pid, `Addr` its metrics address, `Term` the lease revision it won)."""
+    (`Holder` is host/pid/nonce, `Addr` its metrics address, `Term` the lease revision it won)."""
     return {"Leaders": dict(sorted(state.leaders.items()))}
 
 

@@ -16,19 +16,20 @@ from msgspec.structs import replace
 from schemas.node import ManagerStatus, Node
 from schemas.service import ContainerSpec, Endpoint, Service, ServiceStatus
 from schemas.task import Task, TaskState
-from services.api import modes, registry_auth
+from services.api import modes
 from services.api.defaults import insert_defaults
 from services.kernel.ports import endpoint_ports
-from services.kernel.redact import public_task
+from services.kernel.redact import public_service, public_task
 from services.kernel.state import ClusterState
 
 MANAGER_PORT = 2377
 
 
 def service_view(svc: Service, *, status: ServiceStatus | None = None, defaults: bool = False) -> Service:
-    spec = registry_auth.hidden(insert_defaults(svc.spec) if defaults else svc.spec)
-    previous = registry_auth.hidden(svc.previous_spec) if svc.previous_spec is not None else None
-    return replace(svc, spec=spec, previous_spec=previous, service_status=status, endpoint=_endpoint(svc))
+    """Without registry credentials (kernel/redact.py), as the Engine API never shows them back."""
+    public = public_service(svc)
+    spec = insert_defaults(public.spec) if defaults else public.spec
+    return replace(public, spec=spec, service_status=status, endpoint=_endpoint(svc))
 
 
 def _endpoint(svc: Service) -> Endpoint:

@@ -39,7 +39,8 @@ WRONG_LAST_SEQUENCE_UNKNOWN = 10164
 another write to the subject is in flight). The sequence is then read with one more request."""
 WRONG_LAST = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_UNKNOWN)
 DUPLICATE_IN_BATCH = 10201
-"""An atomic batch holds a `Nats-Msg-Id` already stored: a retry of a batch that was committed."""
+"""An atomic batch holds a `Nats-Msg-Id` already stored: a retry of a batch that was committed. The
+refusal carries no sequence (`"seq": 0`, nats-server 2.12)."""
 MIN_API_LEVEL = 2
 """nats-server >= 2.12: older servers silently ignore the wildcard compare-and-set header."""
 
@@ -158,12 +159,25 @@ class JetStreamLog:
                     last = await self._conflict_seq(e, None)
                     return [Conflict(a.subject, last) for a in batch]
                 if e.code == DUPLICATE_IN_BATCH and attempt:
-                    stored = await self.last_seq()
-                    return [Conflict(a.subject, stored) for a in batch]
+                    return await self._committed_before(batch)
                 raise LogUnavailable(f"atomic batch to {batch[0].subject} refused: {e.description}") from e
             except (TimeoutError, nats.js.errors.NoStreamResponseError):
                 await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
         raise LogUnavailable(f"no acknowledgement for an atomic batch after {self.tries} tries")
+
+    async def _committed_before(self, batch: Sequence[Append]) -> list[AppendResult]:
+        """A retry refused as a duplicate: an earlier attempt committed (a batch is stored whole or not
+        at all) and its reply was lost. The refusal names no sequence, so the batch is found again:
+        the newest entry on its first or last entry's subject, if that is still the entry sent (its
+        `Nats-Msg-Id`), places the whole batch, which is stored contiguously. If both subjects have
+        moved on since, every result is a `Conflict`: the caller reads the log and decides again
+        (safe, only counted as a conflict)."""
+        for i in dict.fromkeys((0, len(batch) - 1)):
+            seq = await self.last_seq(batch[i].subject)
+            if seq and await self._is_mine(seq, batch[i].msg_id):
+                return list(range(seq - i, seq - i + len(batch)))
+        stored = await self.last_seq()
+        return [Conflict(a.subject, stored) for a in batch]
 
     async def _send_batch(self, batch: Sequence[Append]) -> asyncio.Future[int]:
         batch_id = new_id()

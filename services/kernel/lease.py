@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -58,8 +59,14 @@ async def ensure_bucket(nc: Client, replicas: int = 1) -> None:
         await js.create_key_value(bucket=BUCKET, history=1, replicas=replicas)
 
 
+_PROCESS_NONCE = secrets.token_hex(4)
+"""Drawn once per process: two processes in containers sharing the host's network (and so its
+hostname) can have the same pid in their own pid namespaces."""
+
+
 def holder_id() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}"
+    """`host/pid/nonce`: readable as which process holds the lease, unique even where pids repeat."""
+    return f"{socket.gethostname()}/{os.getpid()}/{_PROCESS_NONCE}"
 
 
 class Lease:

@@ -3,7 +3,10 @@ and `ready` again once it is heard from (swarm-behaviour 2.7, with a 1 s period 
 
 Heartbeats are not in the log, so who was heard when lives only in this process. A process that just
 started (or just became leader) starts every node's timer fresh rather than declaring the whole
-cluster dead: it has simply not listened yet.
+cluster dead: it has simply not listened yet. Nor does it know yet how often a node it has not heard
+speaks, so until it hears it the node has the grace of the period the log records (the agents' longest,
+`cluster_spec.py`), never less than the one the node itself announced: agents on a 10 s period are
+not down 3 s after every leader change.
 
 For the same reason an overloaded process does not declare nodes down for heartbeats it has been
 sent but not read yet (they wait on its connection behind log entries): a node is down only once
@@ -67,7 +70,8 @@ class Liveness:
     def restart(self, now_ns: int) -> None:
         """A new leader counts every node's silence from now: what it heard while standing by may
         be stale (it may have been cut off itself), and declaring nodes down on that is worse. Each
-        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s)."""
+        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s),
+        or has the recorded period's until heard (`node_status`)."""
         self.default = Seen(now_ns, self.default.grace_ns)
         self.missed_until(now_ns)
 
@@ -95,20 +99,57 @@ class Liveness:
             self.seen[node_id] = seen
         return beat.nodes
 
-    def period_ns(self, state: ClusterState) -> int:
+    def period_ns(self, state: ClusterState) -> int | None:
         """The heartbeat period failure is measured in: the longest grace among the cluster's nodes
-        (a fixed grace, or 3 of the period each agent announces) over the periods a node may miss."""
-        graces = (self.seen[n].grace_ns for n in state.nodes if n in self.seen)
+        (a fixed grace, or 3 of the period each agent announces) over the periods a node may miss.
+        None while it is not known: with announced periods, until every node not down has been heard
+        since this process started listening or became leader, so a new leader never records the
+        default first and the agents' real period a moment later (each write moves the cluster's
+        version under a concurrent `docker swarm update`). A silent node stops counting once it is down,
+        but nodes none of which was ever heard say nothing: the default stands only for an empty cluster."""
+        if self.grace_s is not None:
+            return self.default.grace_ns // MISSED_PERIODS
+        if any(self._unheard(node) for node in state.nodes.values()):
+            return None
+        graces = [self.seen[n].grace_ns for n in state.nodes if n in self.seen]
+        if state.nodes and not graces:
+            return None
         return max(graces, default=self.default.grace_ns) // MISSED_PERIODS
 
+    def _unheard(self, node: Node) -> bool:
+        return node.status.state != DOWN and not heard_since_start(self.seen.get(node.id), self.default)
+
     def decide(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
-        return node_status(state, self.seen, self.default, now_ns, self.heard_until_ns, self.missed_until_ns)
+        default = self.default if self.grace_s is not None else Seen(self.default.at_ns, recorded_grace_ns(
+            state, self.default.grace_ns))
+        return node_status(state, self.seen, default, now_ns, self.heard_until_ns, self.missed_until_ns)
+
+
+def heard_since_start(heard: Seen | None, default: Seen) -> bool:
+    """Heard since this process started listening or became leader (`default.at_ns`)."""
+    return heard is not None and heard.at_ns >= default.at_ns
+
+
+def _counted_from(heard: Seen | None, default: Seen) -> Seen:
+    """Where a node's silence counts from, with its grace: its last heartbeat if heard since the start,
+    else the start, with `default`'s grace or the longer one it announced before."""
+    if heard is not None and heard_since_start(heard, default):
+        return heard
+    return Seen(default.at_ns, max(default.grace_ns, heard.grace_ns if heard else 0))
+
+
+def recorded_grace_ns(state: ClusterState, default_grace_ns: int) -> int:
+    """Pure: the grace the heartbeat period the log records implies (the previous leader's measure,
+    the longest the agents announce), `default_grace_ns` if none is recorded."""
+    period_ns = state.cluster.spec.dispatcher.heartbeat_period if state.cluster and state.cluster.spec else None
+    return MISSED_PERIODS * period_ns if period_ns else default_grace_ns
 
 
 def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_ns: int,
                 heard_until_ns: int | None = None, missed_until_ns: int = 0) -> Decision:
     """Pure: `down` for nodes silent past their grace, `ready` for down nodes heard from since, and a
-    timer for the next deadline. Never-heard nodes count from `default` (the listener's start),
+    timer for the next deadline. Nodes not heard since `default.at_ns` (the listener's start, or
+    becoming leader) count from then, with `default`'s grace or the longer one they announced before,
     and nobody's silence counts before `missed_until_ns`. A node past its deadline is down only if
     everything sent until then was read (`heard_until_ns`, None: now); otherwise it is looked at
     again a moment later."""
@@ -117,7 +158,7 @@ def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_n
     heard_until = now_ns if heard_until_ns is None else min(now_ns, heard_until_ns)
     for node in state.nodes.values():
         heard = seen.get(node.id)
-        last = heard or default
+        last = _counted_from(heard, default)
         deadline = max(last.at_ns, missed_until_ns) + last.grace_ns
         heard_since = heard is not None and heard.at_ns >= missed_until_ns
         down = node.status.state == DOWN

@@ -86,6 +86,7 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     heard = asyncio.get_running_loop().create_task(confirm_heard(rt.nc, sub, liveness), name="heartbeats-heard")
     try:
         await projection.start()
+        cluster_spec.warn_if_flag_ignored(projection.state, args.task_history_limit)
         log.info("standing by", extra={"seq": projection.state.seq, "services": len(projection.state.services)})
 
         async def lead(writer: Writer) -> None:

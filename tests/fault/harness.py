@@ -121,7 +121,7 @@ async def leader(cluster: LocalCluster, loop: str, newer_than: int = 0, timeout_
         current = info["Shoal"]["Leaders"].get(loop)
         if current is None or current["Term"] <= newer_than:
             return False
-        pid = int(current["Holder"].rsplit("/", 1)[1])
+        pid = int(current["Holder"].split("/")[1])  # host/pid/nonce (kernel/lease.py holder_id)
         names = [n for n in cluster.names if n.startswith(loop) and cluster.supervisor.pid(n) == pid]
         found.append(Leader(names[0] if names else "", current["Term"], pid))
         return True

@@ -25,15 +25,16 @@ from schemas.events import (
 from schemas.heartbeat import Heartbeat
 from schemas.service import ContainerSpec, Endpoint, PortConfig, ServiceSpec, TaskSpec
 from schemas.task import Task, TaskState, TaskStatus
-from services.agent.agent import Agent
+from services.agent.agent import Agent, snapshot_name
 from services.agent.config import AgentConfig
 from services.agent.executor import Container, Phase
 from services.agent.executors.sim import SimExecutor, SimWorld
-from services.agent.identity import identities
+from services.agent.identity import identities, node_ids
 from services.kernel import subjects
 from services.kernel.ids import new_id
 from services.kernel.memlog import MemoryLog
 from services.kernel.projection import Projection
+from services.kernel.snapshot import MemorySnapshots
 from services.kernel.writer import Intent, Writer
 
 S = TaskState
@@ -55,6 +56,7 @@ class Harness:
         self.view = Projection(self.log)
         self.world = SimWorld()
         self.heartbeats: list[tuple[str, Heartbeat]] = []
+        self.snapshots = MemorySnapshots()
         self.agent: Agent | None = None
         self._run: asyncio.Task[None] | None = None
         self.service_id = new_id()
@@ -64,7 +66,7 @@ class Harness:
 
     async def start_agent(self, nodes: int = 1, before_close: Callable[[], Awaitable[None]] | None = None) -> Agent:
         self.agent = Agent(self.log, self.publish, identities(config(self.state_dir, nodes)), SimExecutor(self.world),
-                           heartbeat_s=0.02, token=WORKER_TOKEN)
+                           heartbeat_s=0.02, snapshots=self.snapshots, token=WORKER_TOKEN)
         self._run = asyncio.get_running_loop().create_task(self.agent.run(before_close))
         await self.until(lambda: self.agent is not None and self.agent.worker._ready)
         return self.agent
@@ -280,6 +282,23 @@ async def test_many_nodes_one_agent_ignores_other_nodes(h: Harness) -> None:
     assert h.task(foreign).status.state is S.ASSIGNED and foreign not in h.world.tasks
     assert agent.projection.filter == tuple(subjects.node_tasks(node_of(agent, i)) for i in range(3))
     assert foreign not in agent.projection.state.tasks, "it reads only its own nodes' tasks"
+
+
+async def test_restarted_with_another_node_starts_fresh_and_runs_that_nodes_older_tasks(h: Harness) -> None:
+    """The snapshot covers only the nodes it was filtered on: resuming from it with a wider filter
+    would start past the added node's tasks and never see them."""
+    first, added = node_ids(h.state_dir, 2)
+    agent = await h.start_agent(nodes=1)
+    older = await h.assign(added)
+    mine = await h.assign(first)
+    await h.until_state(mine, S.RUNNING)
+    await h.stop_agent()
+    assert agent.projection.state.seq > h.view.state.tasks[older].version.index
+    assert list(h.snapshots.saved) == [f"agent-{first}"]
+
+    agent = await h.start_agent(nodes=2)
+    await h.until_state(older, S.RUNNING)
+    assert agent.projection.snapshot_name == snapshot_name([added, first]) != f"agent-{first}"
 
 
 async def test_a_task_publishing_ports_gets_a_local_port_and_leaves_the_mesh_before_it_stops(h: Harness) -> None:

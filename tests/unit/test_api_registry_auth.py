@@ -51,6 +51,9 @@ async def test_updates_keep_replace_or_take_the_previous_credentials(h: Harness)
                                    params={"version": version}, headers={"X-Registry-Auth": OTHER})
     assert response.status == 200, await response.text()
     assert stored(h, service_id) == OTHER
+    for defaults in ("true", "false"):  # neither the spec's nor the previous spec's are shown
+        shown = json.dumps(await h.service(service_id, insertDefaults=defaults))
+        assert "PreviousSpec" in shown and "PullOptions" not in shown and AUTH not in shown and OTHER not in shown
     await h.update(service_id, current, registryAuthFrom="previous-spec")
     assert stored(h, service_id) == AUTH
     version = str((await h.service(service_id))["Version"]["Index"])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
+from schemas.cluster import DispatcherConfig, SwarmSpec
+from schemas.events import ClusterCreated, ClusterSpecUpdated
 from schemas.heartbeat import Heartbeat
 from services.kernel.reconcile import Decide, combine
 from services.orchestrator.decide import Settings, decider
 from services.orchestrator.liveness import DOWN_MESSAGE, Liveness
 from services.orchestrator.metrics import HEARTBEATS_UNREADABLE
-from tests.world import World, summary
+from tests.world import SECOND, World, summary
 
 
 def beat(*nodes: str, period: float = 1.0) -> bytes:
@@ -146,9 +148,17 @@ def test_silence_while_the_listener_was_disconnected_is_not_held_against_a_node(
     assert check(w, liveness) == [("node", "n1", "down")]
 
 
+def recording(w: World, period_s: float) -> None:
+    """The log says the cluster's heartbeat period is `period_s` (as a previous leader recorded it)."""
+    w.fold(ClusterCreated(cluster_id="c1"),
+           ClusterSpecUpdated(spec=SwarmSpec(dispatcher=DispatcherConfig(heartbeat_period=int(period_s * SECOND)))))
+
+
 def test_a_new_leader_keeps_the_grace_each_agent_announced() -> None:
-    """A leader change under load must not cut a 5 s heartbeat's 15 s grace to the default 3 s."""
+    """A leader change under load must not cut a 5 s heartbeat's 15 s grace to the default 3 s, nor to
+    that of a shorter period the log records."""
     w, liveness = cluster("n1")
+    recording(w, 1)
     liveness.observe(beat("n1", period=5), w.now)
     w.tick(4)
     liveness.restart(w.now)
@@ -168,3 +178,35 @@ def test_a_down_node_heard_only_before_the_leader_changed_stays_down() -> None:
     assert check(w, liveness) == [], "what it heard before leading says nothing about now"
     liveness.observe(beat("n1"), w.now)
     assert check(w, liveness) == [("node", "n1", "ready")]
+
+
+def test_a_new_leader_gives_a_node_it_has_not_heard_the_grace_of_the_recorded_period() -> None:
+    """Agents on a 10 s period, a leader that never heard them: down 30 s after it took over, not 3 s
+    (which marked them down, and replaced their tasks, at every leader change)."""
+    w, liveness = cluster("n1", "n2")
+    recording(w, 10)
+    w.tick(5)
+    liveness.restart(w.now)
+    w.tick(29)
+    liveness.observe(beat("n2", period=10), w.now)
+    decision = w.decide(liveness.decide, services=set(), nodes=set())
+    assert decision.intents == [] and w.timers_ms(decision) == [1000]
+    w.tick(1)
+    assert check(w, liveness) == [("node", "n1", "down")], "a node that really died goes down within its grace"
+
+
+def test_once_heard_a_node_has_the_grace_it_announces_not_the_recorded_one() -> None:
+    w, liveness = cluster("n1")
+    recording(w, 10)
+    liveness.observe(beat("n1", period=1), w.now)
+    w.tick(3)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
+def test_a_fixed_grace_ignores_the_recorded_period() -> None:
+    w = World()
+    w.node("n1")
+    recording(w, 10)
+    liveness = Liveness(started_ns=w.now, grace_s=2)
+    w.tick(2)
+    assert check(w, liveness) == [("node", "n1", "down")]

@@ -183,16 +183,22 @@ async def test_drained_node_keeps_forwarding_to_the_others(cluster: LocalCluster
     await _create(cluster, "web", f"{port}:80", 3)
     url = f"http://127.0.0.3:{port}/"
     await eventually(lambda: _serving(cluster, url, "web", 3), 60, "3 replicas in rotation")
+    await _drain_node_of(cluster, url, "web", 3)
+
+
+async def _drain_node_of(cluster: LocalCluster, url: str, service: str, replicas: int) -> None:
+    """Drain the node whose address `url` names: its replicas move, and its port reaches them all."""
     nodes = await api_get(cluster.api_url, "/nodes")
-    node3 = next(n["ID"] for n in nodes if n["Status"]["Addr"] == "127.0.0.3")
-    await docker(cluster.docker_host, "node", "update", "--availability", "drain", node3)
+    drained = next(n["ID"] for n in nodes if n["Status"]["Addr"] == url.split("/")[2].split(":")[0])
+    await docker(cluster.docker_host, "node", "update", "--availability", "drain", drained)
 
     async def moved() -> bool:
-        tasks = await _tasks(cluster, "web")
-        return len(tasks) == 3 and node3 not in {t["NodeID"] for t in tasks}
+        tasks = await _tasks(cluster, service)
+        return len(tasks) == replicas and drained not in {t["NodeID"] for t in tasks}
 
-    await eventually(moved, 60, "the drained node's replica moved")
-    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "node 3's listener reaches the moved replicas")
+    await eventually(moved, 60, "the drained node's replicas moved")
+    await eventually(lambda: _serving(cluster, url, service, replicas), 60,
+                     "the drained node still forwards to every replica")
 
 
 async def test_published_port_of_another_service_is_refused(cluster: LocalCluster) -> None:
@@ -279,7 +285,8 @@ async def _ask_udp(addr: str, port: int) -> str | None:
         transport.close()
 
 
-async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
+async def _udp_replicas_answer(cluster: LocalCluster) -> int:
+    """A UDP service of 3 replicas, each answering flows sent to 127.0.0.3; its published port."""
     port = free_ports(1)
     await docker(cluster.docker_host, "service", "create", "--detach", "--name", "dns", "--replicas", "3",
                  "--publish", f"published={port},target=53,protocol=udp", "busybox", "python3", "-c", UDP_ECHO)
@@ -290,6 +297,11 @@ async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
         return len(running) == 3 and answers == running
 
     await eventually(every_replica_answers, 60, "3 UDP replicas answer through 127.0.0.3")
+    return port
+
+
+async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
+    port = await _udp_replicas_answer(cluster)
     ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
     assert ls.strip() == f"*:{port}->53/udp"
 
@@ -317,7 +329,7 @@ async def test_publishing_another_port_moves_the_listener_on_every_node(cluster:
 
 async def test_kernel_mode_balances_scales_follows_drain_and_forwards_udp(kernel_cluster: LocalCluster) -> None:
     cluster = kernel_cluster
-    port, udp_port = free_ports(1), free_ports(1)
+    port = free_ports(1)
     await _create(cluster, "web", f"{port}:80", 3)
     url = f"http://127.0.0.2:{port}/"
     await eventually(lambda: _serving(cluster, url, "web", 3), 60, "3 replicas answer through 127.0.0.2's rules")
@@ -332,28 +344,10 @@ async def test_kernel_mode_balances_scales_follows_drain_and_forwards_udp(kernel
 
     await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
     await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60, "5 replicas in rotation")
+    await _drain_node_of(cluster, f"http://127.0.0.3:{port}/", "web", 5)
 
-    nodes = await api_get(cluster.api_url, "/nodes")
-    node3 = next(n["ID"] for n in nodes if n["Status"]["Addr"] == "127.0.0.3")
-    await docker(cluster.docker_host, "node", "update", "--availability", "drain", node3)
-
-    async def moved() -> bool:
-        tasks = await _tasks(cluster, "web")
-        return len(tasks) == 5 and node3 not in {t["NodeID"] for t in tasks}
-
-    await eventually(moved, 60, "the drained node's replicas moved")
-    await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60,
-                     "the drained node's rules reach the moved replicas")
-
-    await docker(cluster.docker_host, "service", "create", "--detach", "--name", "dns", "--replicas", "2",
-                 "--publish", f"published={udp_port},target=53,protocol=udp", "busybox", "python3", "-c", UDP_ECHO)
-
-    async def every_udp_replica_answers() -> bool:
-        running = {t["ID"] for t in await _tasks(cluster, "dns")}
-        answers = {await _ask_udp("127.0.0.1", udp_port) for _ in range(4)}
-        return len(running) == 2 and answers == running
-
-    await eventually(every_udp_replica_answers, 60, "2 UDP replicas answer through 127.0.0.1's rules")
+    udp_port = await _udp_replicas_answer(cluster)  # through the drained node's rules
+    assert f"ip daddr 127.0.0.3 udp dport {udp_port} goto route_udp_{udp_port}" in await _rules(cluster, 3)
 
 
 async def test_kernel_mode_takes_a_killed_replica_out_and_an_agent_replaces_its_stale_table(

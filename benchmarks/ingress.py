@@ -223,7 +223,8 @@ async def main(args: argparse.Namespace) -> None:
           f"load {os.getloadavg()[0]:.1f}, " + (f"mesh on {eventloop.default()}" if kernel is None else
                                                 "mesh: nftables DNAT (kernel mode)"))
     for name, r in (("direct", direct), ("mesh", mesh)):
-        print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
+        print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms"
+              f"   (rounds: {', '.join(str(round(x['requests_per_s'])) for x in runs[name])} req/s)")
     for name, r in (("direct", direct), ("mesh", mesh)):
         print(f"{name:>7}: CPU per request (of it in the kernel): " + ", ".join(
             f"{p} {r[f'{p}_cpu_us']:.1f} ({r[f'{p}_sys_us']:.1f}) us" for p in ("generator", "backend", "mesh")

@@ -124,15 +124,17 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
     assert forwarder.name not in (await listing.communicate())[0].decode()
 
 
-@pytest.mark.parametrize(("extra", "env", "message"), [
-    ((), {"PATH": str(Path(sys.executable).parent)}, "--ingress-mode kernel needs the nft command"),
-    (("--addr", "::1"), {}, "--ingress-mode kernel needs IPv4 node addresses"),
-])
+@pytest.mark.parametrize(("prefix", "extra", "env", "message"), [
+    ((), (), {"PATH": str(Path(sys.executable).parent)}, "--ingress-mode kernel needs the nft command"),
+    (("setpriv", "--bounding-set", "-net_admin"), (), {}, "--ingress-mode kernel cannot use nftables"),
+    ((), ("--addr", "::1"), {}, "--ingress-mode kernel needs IPv4 node addresses"),
+], ids=["no nft", "no CAP_NET_ADMIN", "IPv6"])
 def test_an_agent_that_cannot_forward_in_the_kernel_refuses_to_start(
-        tmp_path: Path, extra: tuple[str, ...], env: dict[str, str], message: str) -> None:
+        tmp_path: Path, prefix: tuple[str, ...], extra: tuple[str, ...], env: dict[str, str], message: str) -> None:
     with nats_server() as nats:
-        proc = subprocess.run([sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir",
+        proc = subprocess.run([*prefix, sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir",
                                str(tmp_path), "--executor", "process", "--ingress-mode", "kernel", *extra],
                               cwd=ROOT, env=child_env(**env), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
+    assert "use --ingress-mode proxy" in proc.stderr

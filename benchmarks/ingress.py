@@ -9,6 +9,9 @@ each, the latency of every request recorded). Each mode runs for `--seconds` aft
 
     python -m benchmarks.ingress --seconds 5 --connections 16 --rounds 3
 
+`--mode kernel` measures the agent's kernel forwarding mode instead (root and nft needed): no mesh
+process; the agent's own `KernelForwarder` installs the DNAT rules for the route (and removes them).
+
 The last line printed is a JSON object with the figures. The goal (issue 7): the mesh costs at most
 25% of the direct throughput and at most 1 ms of p99 latency.
 """
@@ -26,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.agent.ingress.kernel import KernelForwarder, check
+from services.agent.ingress.table import Backend, Route
 from services.kernel import eventloop
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -58,12 +63,15 @@ async def _serve_backend(port: int) -> None:
         await server.serve_forever()
 
 
+def _route(port: int, backend_port: int) -> Route:
+    return Route("tcp", port, "bench", "bench", (Backend("n1", "t1", "127.0.0.1", backend_port),))
+
+
 async def _serve_mesh(port: int, backend_port: int) -> None:
     from services.agent.ingress.rotation import RoundRobin
-    from services.agent.ingress.table import Backend, Route
     from services.agent.ingress.tcp import TcpListener
 
-    route = Route("tcp", port, "bench", "bench", (Backend("n1", "t1", "127.0.0.1", backend_port),))
+    route = _route(port, backend_port)
     listener = TcpListener("127.0.0.1", port, lambda: route, RoundRobin())
     await listener.open()
     try:
@@ -183,29 +191,40 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
 
 async def main(args: argparse.Namespace) -> None:
     backend_port, mesh_port = _free_port(), _free_port()
-    procs = [await _spawn("--role", "backend", "--port", str(backend_port)),
-             await _spawn("--role", "mesh", "--port", str(mesh_port), "--backend-port", str(backend_port))]
+    kernel = KernelForwarder(f"bench{os.getpid()}", ["127.0.0.1"]) if args.mode == "kernel" else None
+    if kernel is not None:
+        await check(kernel.addrs)
+    procs = [await _spawn("--role", "backend", "--port", str(backend_port))]
     try:
+        if kernel is None:
+            procs.append(await _spawn("--role", "mesh", "--port", str(mesh_port), "--backend-port", str(backend_port)))
+        else:
+            await kernel.apply({("tcp", mesh_port): _route(mesh_port, backend_port)})
         await _wait_port(backend_port)
         await _wait_port(mesh_port)
         runs: dict[str, list[dict[str, float]]] = {"direct": [], "mesh": []}
         pids = {"generator": os.getpid(), "backend": procs[0].pid}
+        mesh_pids = pids if kernel is not None else pids | {"mesh": procs[1].pid}
         for _ in range(args.rounds):  # alternated, so drifting machine load hits both modes alike
             runs["direct"].append(await _load(backend_port, args.connections, args.seconds, pids))
-            runs["mesh"].append(await _load(mesh_port, args.connections, args.seconds, pids | {"mesh": procs[1].pid}))
+            runs["mesh"].append(await _load(mesh_port, args.connections, args.seconds, mesh_pids))
         direct, mesh = _median(runs["direct"]), _median(runs["mesh"])
     finally:
+        if kernel is not None:
+            await kernel.remove()
         for p in procs:
             p.terminate()
             await p.wait()
     throughput_cost = 1 - mesh["requests_per_s"] / direct["requests_per_s"]
     p99_added_ms = mesh["p99_ms"] - direct["p99_ms"]
     print(f"python -m benchmarks.ingress --seconds {args.seconds} --connections {args.connections} "
-          f"--rounds {args.rounds}")
+          f"--rounds {args.rounds} --mode {args.mode}")
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}, mesh on {eventloop.default()}")
+          f"load {os.getloadavg()[0]:.1f}, " + (f"mesh on {eventloop.default()}" if kernel is None else
+                                                "mesh: nftables DNAT (kernel mode)"))
     for name, r in (("direct", direct), ("mesh", mesh)):
-        print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
+        print(f"{name:>7}: {r['requests_per_s']:>9.0f} req/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms"
+              f"   (rounds: {', '.join(str(round(x['requests_per_s'])) for x in runs[name])} req/s)")
     for name, r in (("direct", direct), ("mesh", mesh)):
         print(f"{name:>7}: CPU per request (of it in the kernel): " + ", ".join(
             f"{p} {r[f'{p}_cpu_us']:.1f} ({r[f'{p}_sys_us']:.1f}) us" for p in ("generator", "backend", "mesh")
@@ -213,7 +232,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"mesh cost: {throughput_cost:.1%} of throughput (goal <= 25%), p99 +{p99_added_ms:.3f} ms (goal <= 1 ms)")
     print(json.dumps({"direct": direct, "mesh": mesh, "throughput_cost": round(throughput_cost, 4),
                       "p99_added_ms": round(p99_added_ms, 3), "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds, "event_loop": eventloop.default()}))
+                      "seconds": args.seconds, "rounds": args.rounds, "mode": args.mode,
+                      "event_loop": eventloop.default()}))
 
 
 def _args() -> argparse.Namespace:
@@ -221,6 +241,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/mesh runs; medians reported")
+    parser.add_argument("--mode", choices=("proxy", "kernel"), default="proxy",
+                        help="the agent's --ingress-mode to measure against direct")
     parser.add_argument("--role", choices=("load", "backend", "mesh"), default="load", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--backend-port", type=int, default=0, help=argparse.SUPPRESS)

@@ -43,6 +43,8 @@ from services.agent.executors.process import ProcessExecutor
 from services.agent.executors.sim import SimExecutor
 from services.agent.heartbeat import Publish, beat
 from services.agent.identity import Identity, identities
+from services.agent.ingress import kernel
+from services.agent.ingress.kernel import KernelForwarder
 from services.agent.ingress.mesh import Mesh
 from services.agent.join import join
 from services.agent.log_server import LogServer
@@ -64,7 +66,7 @@ _FLUSH_ON_STOP_S = 2.0
 class Agent:
     def __init__(self, eventlog: EventLog, publish: Publish, nodes: Sequence[Identity], executor: Executor, *,
                  heartbeat_s: float = 1.0, snapshots: SnapshotStore | None = None, token: str = "",
-                 token_file: Path | None = None, ingress: bool = False) -> None:
+                 token_file: Path | None = None, ingress: bool = False, ingress_kernel: bool = False) -> None:
         self.log = eventlog
         self.publish = publish
         self.nodes = list(nodes)
@@ -86,7 +88,9 @@ class Agent:
         )
         self.reporter = Reporter(eventlog, self.projection)
         self.worker = Worker(executor, self.reporter.report, self.reporter.trace_of, self._ports_for)
-        self.mesh = (Mesh(eventlog, [n.addr for n in nodes], snapshots=snapshots, snapshot_name=f"ingress-{first}")
+        addrs = sorted({n.addr for n in nodes})
+        self.mesh = (Mesh(eventlog, addrs, snapshots=snapshots, snapshot_name=f"ingress-{first}",
+                          kernel=KernelForwarder(first, addrs) if ingress_kernel else None)
                      if ingress else None)
         self._addrs = {n.node_id: n.addr for n in nodes}
 
@@ -196,9 +200,13 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     """The agent as a Shoal process (`services.kernel.process.run`); a refused join exits `EXIT_REFUSED`."""
     config = AgentConfig.from_args(args)
     nodes = identities(config, await _engine_info(config))
+    ingress_kernel = config.ingress and config.ingress_mode == "kernel"
+    if ingress_kernel:
+        await kernel.check([config.addr])
     executor = make_executor(config, [n.node_id for n in nodes])
     agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
-                  token=config.token, token_file=config.token_file, ingress=config.ingress)
+                  token=config.token, token_file=config.token_file, ingress=config.ingress,
+                  ingress_kernel=ingress_kernel)
     log.info("agent starting", extra={"node_ids": [n.node_id for n in nodes][:10], "nodes": len(nodes),
                                       "executor": config.executor, "state_dir": str(config.state_dir)})
     collector = ProjectionCollector(agent.projection)

@@ -14,6 +14,7 @@ from services.kernel.config import env
 from services.kernel.placement import generic
 
 EXECUTORS = ("process", "sim", "docker")
+INGRESS_MODES = ("proxy", "kernel")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -90,6 +91,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingress", choices=("auto", "on", "off"), default=env("SHOAL_INGRESS", "auto"),
                         help="listen on ingress-published ports on --addr (the routing mesh); auto: on "
                              "unless --executor sim (env SHOAL_INGRESS)")
+    parser.add_argument("--ingress-mode", choices=INGRESS_MODES, default=env("SHOAL_INGRESS_MODE", "proxy"),
+                        help="proxy: the agent forwards (retries a backend that refuses, per-connection metrics); "
+                             "kernel: nftables DNAT rules forward, at a fraction of the CPU, needs root and nft "
+                             "(docs/routing-mesh.md; env SHOAL_INGRESS_MODE)")
     parser.add_argument("--event-loop", choices=eventloop.CHOICES, default=eventloop.default(),
                         help="uvloop (the default where installed) forwards mesh traffic with less CPU than "
                              "asyncio's own loop (env SHOAL_EVENT_LOOP)")
@@ -119,11 +124,14 @@ class AgentConfig:
     generic_resources: tuple[str, ...] = ()
     """Advertised on every node of this agent (`kind=count` or `kind=name`), over what the engine reports."""
     ingress: bool = False
+    ingress_mode: str = "proxy"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:
         if args.nodes < 1 or (args.nodes > 1 and args.executor != "sim"):
             raise ValueError("--nodes N > 1 needs --executor sim: only simulated nodes share a process")
+        if args.ingress_mode not in INGRESS_MODES:  # SHOAL_INGRESS_MODE is not checked by argparse's choices
+            raise SystemExit(f"unknown ingress mode {args.ingress_mode!r}: use one of {', '.join(INGRESS_MODES)}")
         return cls(
             state_dir=args.state_dir,
             executor=args.executor,
@@ -142,4 +150,5 @@ class AgentConfig:
             sim_cpus=args.sim_cpus,
             sim_memory_bytes=args.sim_memory,
             ingress=args.ingress == "on" or (args.ingress == "auto" and args.executor != "sim"),
+            ingress_mode=args.ingress_mode,
         )

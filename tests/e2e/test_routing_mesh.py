@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cluster import LocalCluster, free_ports, local_cluster
+from services.agent.ingress import nft
+from tests.cluster import LocalCluster, free_ports, local_cluster, node_ids
 from tests.e2e.cli import api_get, docker, docker_binary, eventually, filters
 
 pytestmark = pytest.mark.asyncio
@@ -43,6 +44,32 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     async with local_cluster(tmp_path, agents=3, executor="process") as c:
         await eventually(lambda: _ready_nodes(c, 3), 60, "3 nodes ready")
         yield c
+
+
+@pytest.fixture
+async def kernel_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
+    """The same cluster with `--ingress-mode kernel`: each agent keeps its node's nftables table, which
+    is gone once the agents have stopped."""
+    monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
+    async with local_cluster(tmp_path, agents=3, executor="process") as c:
+        await eventually(lambda: _ready_nodes(c, 3), 60, "3 nodes ready")
+        yield c
+        tables = [nft.table_name(n) for n in node_ids(c.options)]
+        assert len(tables) == 3
+    assert not set(tables) & set(await _nft("list", "tables")), "the agents removed their tables"
+
+
+async def _nft(*args: str, script: str = "") -> str:
+    """`nft <args>`' output, `script` its input ("" if it fails, as listing a missing table does)."""
+    proc = await asyncio.create_subprocess_exec("nft", *args, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate(script.encode())
+    return out.decode() if proc.returncode == 0 else ""
+
+
+async def _rules(cluster: LocalCluster, agent: int) -> str:
+    """The nftables table of agent `agent` (1-based, at 127.0.0.<agent>)."""
+    return await _nft("list", "table", "ip", nft.table_name(node_ids(cluster.options)[agent - 1]))
 
 
 async def _ready_nodes(cluster: LocalCluster, n: int) -> bool:
@@ -156,16 +183,22 @@ async def test_drained_node_keeps_forwarding_to_the_others(cluster: LocalCluster
     await _create(cluster, "web", f"{port}:80", 3)
     url = f"http://127.0.0.3:{port}/"
     await eventually(lambda: _serving(cluster, url, "web", 3), 60, "3 replicas in rotation")
+    await _drain_node_of(cluster, url, "web", 3)
+
+
+async def _drain_node_of(cluster: LocalCluster, url: str, service: str, replicas: int) -> None:
+    """Drain the node whose address `url` names: its replicas move, and its port reaches them all."""
     nodes = await api_get(cluster.api_url, "/nodes")
-    node3 = next(n["ID"] for n in nodes if n["Status"]["Addr"] == "127.0.0.3")
-    await docker(cluster.docker_host, "node", "update", "--availability", "drain", node3)
+    drained = next(n["ID"] for n in nodes if n["Status"]["Addr"] == url.split("/")[2].split(":")[0])
+    await docker(cluster.docker_host, "node", "update", "--availability", "drain", drained)
 
     async def moved() -> bool:
-        tasks = await _tasks(cluster, "web")
-        return len(tasks) == 3 and node3 not in {t["NodeID"] for t in tasks}
+        tasks = await _tasks(cluster, service)
+        return len(tasks) == replicas and drained not in {t["NodeID"] for t in tasks}
 
-    await eventually(moved, 60, "the drained node's replica moved")
-    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "node 3's listener reaches the moved replicas")
+    await eventually(moved, 60, "the drained node's replicas moved")
+    await eventually(lambda: _serving(cluster, url, service, replicas), 60,
+                     "the drained node still forwards to every replica")
 
 
 async def test_published_port_of_another_service_is_refused(cluster: LocalCluster) -> None:
@@ -252,7 +285,8 @@ async def _ask_udp(addr: str, port: int) -> str | None:
         transport.close()
 
 
-async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
+async def _udp_replicas_answer(cluster: LocalCluster) -> int:
+    """A UDP service of 3 replicas, each answering flows sent to 127.0.0.3; its published port."""
     port = free_ports(1)
     await docker(cluster.docker_host, "service", "create", "--detach", "--name", "dns", "--replicas", "3",
                  "--publish", f"published={port},target=53,protocol=udp", "busybox", "python3", "-c", UDP_ECHO)
@@ -263,6 +297,11 @@ async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
         return len(running) == 3 and answers == running
 
     await eventually(every_replica_answers, 60, "3 UDP replicas answer through 127.0.0.3")
+    return port
+
+
+async def test_udp_flows_reach_every_replica(cluster: LocalCluster) -> None:
+    port = await _udp_replicas_answer(cluster)
     ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
     assert ls.strip() == f"*:{port}->53/udp"
 
@@ -286,3 +325,60 @@ async def test_publishing_another_port_moves_the_listener_on_every_node(cluster:
     await eventually(moved, 60, "the new port answers and the old one is closed")
     ls = await docker(cluster.docker_host, "service", "ls", "--format", "{{.Ports}}")
     assert ls.strip() == f"*:{new}->80/tcp"
+
+
+async def test_kernel_mode_balances_scales_follows_drain_and_forwards_udp(kernel_cluster: LocalCluster) -> None:
+    cluster = kernel_cluster
+    port = free_ports(1)
+    await _create(cluster, "web", f"{port}:80", 3)
+    url = f"http://127.0.0.2:{port}/"
+    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "3 replicas answer through 127.0.0.2's rules")
+    tasks = await _tasks(cluster, "web")
+    answers = await _spread(url, 60)
+    assert set(answers) == {t["ID"] for t in tasks}
+    assert all(15 <= n <= 25 for n in answers.values()), answers
+    rules = await _rules(cluster, 2)
+    assert f"ip daddr 127.0.0.2 tcp dport {port} goto route_tcp_{port}" in rules
+    assert rules.count("dnat to") == 3 and all(t["ID"] in rules for t in tasks), rules
+    assert "shoal_ingress_connections_total{" not in await _metrics(cluster, "agent-2"), "no proxy forwarded"
+
+    await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
+    await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60, "5 replicas in rotation")
+    await _drain_node_of(cluster, f"http://127.0.0.3:{port}/", "web", 5)
+
+    udp_port = await _udp_replicas_answer(cluster)  # through the drained node's rules
+    assert f"ip daddr 127.0.0.3 udp dport {udp_port} goto route_udp_{udp_port}" in await _rules(cluster, 3)
+
+
+async def test_kernel_mode_takes_a_killed_replica_out_and_an_agent_replaces_its_stale_table(
+        kernel_cluster: LocalCluster) -> None:
+    cluster = kernel_cluster
+    port = free_ports(1)
+    await _create(cluster, "web", f"{port}:80", 3)
+    url = f"http://127.0.0.1:{port}/"
+    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "3 replicas in rotation")
+
+    victim = (await _tasks(cluster, "web"))[0]
+    os.kill(victim["Status"]["ContainerStatus"]["PID"], signal.SIGKILL)
+
+    async def replaced() -> bool:
+        """Unlike the proxy, the kernel cannot retry a refused backend: requests between the kill and
+        the rules' change may fail, so what is asserted is the change itself."""
+        running = {t["ID"] for t in await _tasks(cluster, "web")}
+        rules = await _rules(cluster, 1)
+        return len(running) == 3 and victim["ID"] not in rules and all(t in rules for t in running)
+
+    await eventually(replaced, 60, "the killed replica's rule is replaced by its replacement's")
+    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "the replacement answers")
+
+    # An agent that stops removes its table; one that starts replaces whatever table has its name.
+    await cluster.stop_process("agent-1")
+    assert await _rules(cluster, 1) == ""
+    name = nft.table_name(node_ids(cluster.options)[0])
+    stale = f"ip daddr 127.0.0.1 tcp dport {port} reject with tcp reset"
+    hook = "type nat hook output priority -100;"
+    await _nft("-f", "-", script=f"table ip {name} {{\nchain output {{\n{hook}\n{stale}\n}}\n}}\n")
+    assert stale in await _rules(cluster, 1)
+    await cluster.start_process("agent-1")
+    await eventually(lambda: _serving(cluster, url, "web", 3), 60, "the restarted agent's rules forward again")
+    assert "reject" not in await _rules(cluster, 1)

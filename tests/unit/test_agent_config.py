@@ -102,3 +102,13 @@ def test_a_docker_engines_node_generic_resources_are_the_nodes() -> None:
                                  {"NamedResourceSpec": {"Kind": "fpga", "Value": "F-1"}}]}
     assert generic.units(engine_description(info, "h").resources.generic_resources) == (("fpga", 1), ("gpu", 2))
     assert engine_description({"GenericResources": "not a list"}, "h").resources.generic_resources is None
+
+
+def test_ingress_mode_defaults_to_the_proxy_and_takes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse().ingress_mode == "proxy"
+    assert parse("--ingress-mode", "kernel").ingress_mode == "kernel"
+    monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
+    assert parse().ingress_mode == "kernel"
+    monkeypatch.setenv("SHOAL_INGRESS_MODE", "ipvs")
+    with pytest.raises(SystemExit, match="unknown ingress mode 'ipvs': use one of proxy, kernel"):
+        parse()

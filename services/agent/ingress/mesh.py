@@ -5,6 +5,10 @@ The table is rebuilt from the projection after every applied batch of events (th
 at each new connection), so a task leaves rotation as soon as this agent folds its desired shutdown and
 joins it as soon as its running status arrives. A port that cannot be bound (something else holds it)
 is logged and retried every few seconds.
+
+In kernel mode (`kernel`, `--ingress-mode kernel`) the same table becomes the node's nftables rules
+instead of listeners: no process forwards a byte, and a refused connection is not retried elsewhere.
+A transaction that fails is logged and retried like a port that cannot be bound.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from services.agent.ingress.kernel import KernelForwarder, NftError
 from services.agent.ingress.metrics import LISTENERS
 from services.agent.ingress.rotation import RoundRobin
 from services.agent.ingress.table import Key, Route, Table, build
@@ -37,13 +42,14 @@ Where = tuple[str, str, int]
 
 class Mesh:
     def __init__(self, eventlog: EventLog, addrs: Sequence[str], *, snapshots: SnapshotStore | None = None,
-                 snapshot_name: str = "") -> None:
+                 snapshot_name: str = "", kernel: KernelForwarder | None = None) -> None:
         self.projection = Projection(eventlog, snapshots=snapshots, snapshot_name=snapshot_name)
         self.addrs = sorted(set(addrs))
         self.table: Table = {}
         self.rotation = RoundRobin()
         self.listeners: dict[Where, Listener] = {}
         self.retired: list[Listener] = []
+        self.kernel = kernel
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -54,7 +60,7 @@ class Mesh:
             while True:
                 self._changed.clear()
                 self.table = build(self.projection.state)
-                complete = await self._reconcile()
+                complete = await (self._reconcile() if self.kernel is None else self._apply(self.kernel))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), None if complete else BIND_RETRY_S)
         finally:
@@ -65,6 +71,14 @@ class Mesh:
 
     def _on_event(self, seq: int, env: msgspec.Struct) -> None:
         self._changed.set()
+
+    async def _apply(self, kernel: KernelForwarder) -> bool:
+        try:
+            await kernel.apply(self.table)
+        except NftError as e:
+            log.warning("cannot apply the ingress rules; retrying", extra={"table": kernel.name, "error": str(e)})
+            return False
+        return True
 
     async def _reconcile(self) -> bool:
         """Open the listeners the table needs, retire the others; False if a port could not be bound."""
@@ -102,4 +116,9 @@ class Mesh:
         self.listeners.clear()
         self.retired.clear()
         LISTENERS.set(0)
+        if self.kernel is not None:
+            try:
+                await self.kernel.remove()
+            except NftError as e:
+                log.error("cannot remove the ingress rules", extra={"table": self.kernel.name, "error": str(e)})
         await self.projection.stop()

@@ -1,0 +1,73 @@
+"""The kernel forwarding mode's shell: applies `nft.ruleset` with `nft -f -`, run as a subprocess of
+the event loop (a transaction takes milliseconds, but the agent's loop also heartbeats and must never
+wait on it), and only when the ruleset text changed.
+
+`nft` rather than netlink from Python: it is the tool operators read the rules with, its text is the
+unit-tested output, and a whole-table transaction is one process start per rotation change (rare
+next to the connections it forwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+
+from services.agent.ingress import nft
+from services.agent.ingress.table import Table
+
+log = logging.getLogger(__name__)
+
+NFT = "nft"
+
+
+class NftError(RuntimeError):
+    """`nft` refused a transaction; the message is its stderr."""
+
+
+async def run_nft(script: str) -> None:
+    """One atomic `nft -f -` transaction."""
+    proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise NftError(err.decode().strip() or f"nft exited {proc.returncode}")
+
+
+async def check(addrs: list[str]) -> None:
+    """SystemExit saying what to do unless this process can manage nftables for these addresses: the
+    agent stops at start rather than run a mesh that forwards nothing."""
+    advice = "run the agent as root (CAP_NET_ADMIN) with nftables installed, or use --ingress-mode proxy"
+    try:
+        nft.check_addrs(addrs)
+    except ValueError as e:
+        raise SystemExit(f"--ingress-mode kernel needs IPv4 node addresses: {e}; use --ingress-mode proxy") from e
+    if shutil.which(NFT) is None:
+        raise SystemExit(f"--ingress-mode kernel needs the nft command, which is not on PATH: {advice}")
+    try:
+        await run_nft("list tables\n")
+    except NftError as e:
+        raise SystemExit(f"--ingress-mode kernel cannot use nftables ({e}): {advice}") from e
+
+
+class KernelForwarder:
+    """Keeps the node's nftables table equal to the ingress table."""
+
+    def __init__(self, node_id: str, addrs: list[str]) -> None:
+        self.name = nft.table_name(node_id)
+        self.addrs = addrs
+        self.applied: str | None = None
+
+    async def apply(self, table: Table) -> None:
+        """Replace the node's table (a stale one from an earlier run included) if the rules changed."""
+        text = nft.ruleset(self.name, self.addrs, table)
+        if text == self.applied:
+            return
+        await run_nft(text)
+        self.applied = text
+        log.info("ingress rules applied", extra={"table": self.name, "routes": len(table),
+                                                 "backends": sum(len(r.backends) for r in table.values())})
+
+    async def remove(self) -> None:
+        await run_nft(nft.delete(self.name))
+        self.applied = None

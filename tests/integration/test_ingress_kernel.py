@@ -1,0 +1,140 @@
+"""The kernel mode's rules against the real kernel, for what loopback cannot show (the e2e tests in
+tests/e2e/test_routing_mesh.py cover loopback): connections from another host arrive through
+`prerouting` and reach a backend on this node and one on another node (masqueraded), and an agent
+that cannot manage nftables refuses to start.
+
+"Another host" and "another node" are network namespaces joined to this one by veth pairs; the other
+node has no route back to the client, so its backend answers only if its traffic was masqueraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.agent.ingress.kernel import KernelForwarder
+from services.agent.ingress.table import Backend, Route
+from tests.nats_server import child_env, free_port, nats_server
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSWER = """
+import socket, sys
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(sys.argv[3].encode())
+    c.close()
+"""
+ASK = """
+import socket, sys
+for _ in range(int(sys.argv[3])):
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as c:
+        print(c.recv(64).decode(), flush=True)
+"""
+
+
+@dataclass
+class Peer:
+    """A namespace at `addr`, linked to this one's `host_addr`."""
+
+    name: str
+    addr: str
+    host_addr: str
+
+    def run(self, *argv: str) -> list[str]:
+        return ["nsenter", f"--net=/var/run/netns/{self.name}", *argv]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[Peer, Peer]]:
+    """A client host and another node, each in its own namespace on its own /24."""
+    made = []
+    try:
+        for role, subnet in (("c", 0), ("n", 1)):
+            net = f"10.{200 + subnet}.{os.getpid() % 250}"
+            peer = Peer(f"shoal-{role}{os.getpid()}", f"{net}.2", f"{net}.1")
+            _ip("netns", "add", peer.name)
+            made.append(peer)
+            host_if, peer_if = f"sh{role}{os.getpid()}"[:15], f"sh{role}{os.getpid()}p"[:15]
+            _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", peer.name)
+            _ip("addr", "add", f"{peer.host_addr}/24", "dev", host_if)
+            _ip("link", "set", host_if, "up")
+            for args in (("addr", "add", f"{peer.addr}/24", "dev", peer_if), ("link", "set", peer_if, "up"),
+                         ("link", "set", "lo", "up")):
+                _ip("-n", peer.name, *args)
+        yield made[0], made[1]
+    finally:
+        for peer in made:
+            subprocess.run(["ip", "netns", "del", peer.name], check=False)  # takes its veth pair along
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    procs: list[asyncio.subprocess.Process] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        await p.wait()
+
+
+async def _serve(procs: list[asyncio.subprocess.Process], argv: list[str], addr: str, port: int, name: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, sys.executable, "-c", ANSWER, addr, str(port), name,
+                                                stdout=asyncio.subprocess.PIPE)
+    procs.append(proc)
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"ready\n"
+
+
+async def test_connections_from_another_host_reach_local_and_remote_backends(
+        peers: tuple[Peer, Peer], servers: list[asyncio.subprocess.Process]) -> None:
+    client, node2 = peers
+    node_addr = client.host_addr  # this node's address as the client's network sees it
+    local_port, remote_port, published = free_port(), free_port(), free_port()
+    await _serve(servers, [], node_addr, local_port, "local")
+    await _serve(servers, node2.run(), node2.addr, remote_port, "remote")
+    route = Route("tcp", published, "s1", "web", (Backend("n1", "t1", node_addr, local_port),
+                                                 Backend("n2", "t2", node2.addr, remote_port)))
+    forwarder = KernelForwarder(f"itest{os.getpid()}", [node_addr])
+    try:
+        await forwarder.apply({("tcp", published): route})
+        ask = await asyncio.create_subprocess_exec(*client.run(sys.executable, "-c", ASK, node_addr, str(published),
+                                                               "10"),
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(ask.communicate(), 60)
+        assert ask.returncode == 0, err.decode()
+        assert Counter(out.decode().split()) == {"local": 5, "remote": 5}
+    finally:
+        await forwarder.remove()
+    listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    assert forwarder.name not in (await listing.communicate())[0].decode()
+
+
+@pytest.mark.parametrize(("prefix", "extra", "env", "message"), [
+    ((), (), {"PATH": str(Path(sys.executable).parent)}, "--ingress-mode kernel needs the nft command"),
+    (("setpriv", "--bounding-set", "-net_admin"), (), {}, "--ingress-mode kernel cannot use nftables"),
+    ((), ("--addr", "::1"), {}, "--ingress-mode kernel needs IPv4 node addresses"),
+], ids=["no nft", "no CAP_NET_ADMIN", "IPv6"])
+def test_an_agent_that_cannot_forward_in_the_kernel_refuses_to_start(
+        tmp_path: Path, prefix: tuple[str, ...], extra: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    with nats_server() as nats:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir",
+                               str(tmp_path), "--executor", "process", "--ingress-mode", "kernel", *extra],
+                              cwd=ROOT, env=child_env(**env), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "use --ingress-mode proxy" in proc.stderr

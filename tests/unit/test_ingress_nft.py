@@ -1,0 +1,70 @@
+"""The kernel mode's rules as text: what each route becomes, for both hooks, and the table's name."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.agent.ingress import nft
+from services.agent.ingress.table import Backend, Route
+
+WEB = Route("tcp", 30001, "s1", "web", (Backend("n1", "t1", "127.0.0.1", 41000),
+                                        Backend("n3", "t3", "127.0.0.3", 41002)))
+DNS = Route("udp", 30053, "s2", "dns", ())
+
+
+def _chain(text: str, name: str) -> list[str]:
+    """The rules of one chain, stripped."""
+    lines = text.splitlines()
+    start = lines.index(f"\tchain {name} {{")
+    end = lines.index("\t}", start)
+    return [line.strip() for line in lines[start + 1:end]]
+
+
+def test_a_route_round_robins_over_its_backends_on_each_node_address_from_both_hooks() -> None:
+    text = nft.ruleset("shoal_n2", ["127.0.0.2"], {("tcp", 30001): WEB})
+    assert text.startswith("table ip shoal_n2 {\n}\ndelete table ip shoal_n2\ntable ip shoal_n2 {\n")
+    assert _chain(text, "route_tcp_30001") == [
+        "numgen inc mod 2 vmap { 0 : goto route_tcp_30001_0, 1 : goto route_tcp_30001_1 }"]
+    assert _chain(text, "route_tcp_30001_0") == [
+        'meta l4proto tcp counter dnat to 127.0.0.1:41000 comment "web n1 t1"']
+    assert _chain(text, "route_tcp_30001_1") == [
+        'meta l4proto tcp counter dnat to 127.0.0.3:41002 comment "web n3 t3"']
+    entry = "ip daddr 127.0.0.2 tcp dport 30001 goto route_tcp_30001"
+    assert _chain(text, "output") == ["type nat hook output priority -100; policy accept;", entry]
+    assert _chain(text, "prerouting") == ["type nat hook prerouting priority -100; policy accept;", entry]
+    assert _chain(text, "postrouting") == [
+        "type nat hook postrouting priority 100; policy accept;",
+        'ct status dnat ct original ip daddr 127.0.0.2 ct original protocol tcp ct original proto-dst 30001 '
+        'oifname != "lo" masquerade']
+
+
+def test_a_route_without_backends_rejects_and_every_address_gets_every_route() -> None:
+    text = nft.ruleset("t", ["10.0.0.1", "10.0.0.2"], {("udp", 30053): DNS, ("tcp", 30001): WEB})
+    assert _chain(text, "output")[1:] == [
+        "ip daddr 10.0.0.1 tcp dport 30001 goto route_tcp_30001",
+        "ip daddr 10.0.0.2 tcp dport 30001 goto route_tcp_30001",
+        "ip daddr 10.0.0.1 udp dport 30053 reject",
+        "ip daddr 10.0.0.2 udp dport 30053 reject",
+    ]
+    assert "route_udp_30053" not in text
+    assert len(_chain(text, "postrouting")) == 3, "only routes with backends are masqueraded"
+    empty_tcp = nft.ruleset("t", ["10.0.0.1"], {("tcp", 30001): Route("tcp", 30001, "s1", "web", ())})
+    assert _chain(empty_tcp, "output")[1:] == ["ip daddr 10.0.0.1 tcp dport 30001 reject with tcp reset"]
+
+
+def test_an_empty_table_keeps_the_hooks_and_the_same_input_gives_the_same_text() -> None:
+    text = nft.ruleset("t", ["127.0.0.1"], {})
+    assert _chain(text, "output") == ["type nat hook output priority -100; policy accept;"]
+    assert nft.ruleset("t", ["127.0.0.1"], {("tcp", 30001): WEB}) == nft.ruleset("t", ["127.0.0.1"],
+                                                                                   {("tcp", 30001): WEB})
+
+
+def test_names_and_addresses() -> None:
+    assert nft.table_name("abc123") == "shoal_abc123"
+    assert nft.table_name("a-b.c") == "shoal_a_b_c"
+    assert nft.delete("shoal_x") == "table ip shoal_x {\n}\ndelete table ip shoal_x\n"
+    nft.check_addrs(["127.0.0.1", "10.1.2.3"])
+    with pytest.raises(ValueError, match="is not an IPv4 address"):
+        nft.check_addrs(["::1"])
+    with pytest.raises(ValueError):
+        nft.check_addrs(["node1.example"])

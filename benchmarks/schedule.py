@@ -138,7 +138,8 @@ async def nodes_ready(session: aiohttp.ClientSession, api: str, count: int) -> N
 
 async def create_all(session: aiohttp.ClientSession, api: str, specs: list[ServiceSpec], concurrency: int) -> int:
     """Creates in flight at once; a 503 (names are compare-and-set, concurrent creates race) is
-    retried as a client would. How many retries there were."""
+    retried as a client would, and a 409 on a retry means the refused attempt had landed after all
+    (stored, but not acknowledged in time: `LogUnavailable`). How many retries there were."""
     queue = list(reversed(specs))
     retries = 0
 
@@ -146,14 +147,16 @@ async def create_all(session: aiohttp.ClientSession, api: str, specs: list[Servi
         nonlocal retries
         while queue:
             body = msgspec.json.encode(queue.pop())
+            retried = False
             while True:
                 async with session.post(f"{api}/v1.41/services/create", data=body,
                                         headers={"Content-Type": "application/json"}) as resp:
-                    if resp.status == 201:
+                    if resp.status == 201 or (resp.status == 409 and retried):
                         break
                     if resp.status != 503:
                         raise RuntimeError(f"create failed: {resp.status} {await resp.text()}")
                 retries += 1
+                retried = True
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return retries
@@ -181,7 +184,7 @@ def cpu_s(pid: int | None) -> float:
     if pid is None:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 @dataclass

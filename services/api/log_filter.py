@@ -11,7 +11,7 @@ from __future__ import annotations
 from schemas.events import Envelope, TaskAssigned, TaskCreated, TaskRemoved
 from services.api import filters
 from services.kernel.state import ClusterState
-from services.kernel.subjects import UNASSIGNED
+from services.kernel.subjects import task_node
 
 KEYS = frozenset({"type", "actor", "service", "node", "task"})
 
@@ -43,7 +43,7 @@ class LogFilter:
         service = str(getattr(ev, "service_id", "") or self._service_of(task_id))
         if isinstance(ev, TaskRemoved):  # a followed request lives long: forget tasks that are gone
             self.service_of.pop(task_id, None)
-        node = str(getattr(ev, "node_id", "") or (task.node_id if task is not None else "") or _task_node(subject))
+        node = str(getattr(ev, "node_id", "") or (task.node_id if task is not None else "") or task_node(subject))
         return service, node, task_id
 
     def _service_of(self, task_id: str) -> str:
@@ -55,8 +55,3 @@ class LogFilter:
             known = current.service_id if current is not None else ""
         return known
 
-
-def _task_node(subject: str) -> str:
-    """`shoal.evt.task.<node>.<task>.<leaf>`: the node, once the task is assigned."""
-    parts = subject.split(".")
-    return parts[3] if len(parts) == 6 and parts[2] == "task" and parts[3] != UNASSIGNED else ""

@@ -15,7 +15,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from services.kernel.eventlog import (
     MAX_ATOMIC,
@@ -29,7 +29,7 @@ from services.kernel.eventlog import (
     all_settled,
 )
 from services.kernel.ids import new_id
-from services.kernel.subjects import ALL, Filter
+from services.kernel.subjects import ALL, LAYOUT, TASKS, Filter
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,24 @@ MIN_API_LEVEL = 2
 _MAX_TRIES = 5
 
 
+LAYOUT_KEY = "shoal.subjects"
+"""Stream metadata naming the subject layout its task entries are written in (`subjects.LAYOUT`)."""
+
+
 class ServerTooOld(RuntimeError):
     pass
 
 
+class OldSubjectLayout(RuntimeError):
+    """The stream holds task entries written by an earlier Shoal, under `task.<node>.<task>`: every
+    compare-and-set on those tasks would be scoped to `task.<task>.>`, miss their entries and
+    conflict forever, so no process may write to it."""
+
+
 async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_window_s: float = 120) -> None:
-    """Create the stream if missing; refuse servers too old for the compare-and-set rules we rely on."""
+    """Create the stream if missing; refuse servers too old for the compare-and-set rules we rely on,
+    and streams whose task entries an earlier Shoal wrote in another subject layout (`OldSubjectLayout`).
+    Every process starts here, so none writes to such a stream."""
     info = json.loads((await nc.request("$JS.API.INFO", b"", timeout=5)).data)
     level = int(info.get("api", {}).get("level", 0))
     if level < MIN_API_LEVEL:
@@ -68,6 +80,7 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
         duplicate_window=duplicate_window_s,
         allow_direct=True,
         allow_atomic=True,
+        metadata={LAYOUT_KEY: LAYOUT},
     )
     try:
         existing = await js.stream_info(name)
@@ -75,9 +88,27 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
         await js.add_stream(config)
         log.info("stream created", extra={"stream": name, "replicas": replicas})
         return
-    if not existing.config.allow_atomic:  # created by an earlier Shoal: leaders' fenced batches need it
-        await js.update_stream(replace(existing.config, allow_atomic=True))
-        log.info("stream now allows atomic batches", extra={"stream": name})
+    metadata = existing.config.metadata or {}
+    if metadata.get(LAYOUT_KEY) != LAYOUT and await _holds_tasks(js, name):
+        raise OldSubjectLayout(
+            f"stream {name} holds task entries in an earlier subject layout ({LAYOUT_KEY}="
+            f"{metadata.get(LAYOUT_KEY, 'task.<node>.<task>')!r}); this Shoal writes {LAYOUT!r} "
+            f"(shoal.evt.task.<task>.<node>.<leaf>) and cannot change those tasks. Stop every Shoal "
+            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one "
+            f"(`nats stream rm {name}`) and create the services again.")
+    if not existing.config.allow_atomic or metadata.get(LAYOUT_KEY) != LAYOUT:  # created by an earlier Shoal
+        # leaders' fenced batches need atomic batches; an empty-of-tasks stream is marked as ours
+        await js.update_stream(replace(existing.config, allow_atomic=True, metadata={**metadata, LAYOUT_KEY: LAYOUT}))
+        log.info("stream updated", extra={"stream": name, "allow_atomic": True, LAYOUT_KEY: LAYOUT})
+
+
+async def _holds_tasks(js: JetStreamContext, name: str) -> bool:
+    """One lookup on a literal prefix: cheap whatever the stream holds."""
+    try:
+        await js.get_last_msg(name, TASKS)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
 
 
 def _parse_reply(reply: str) -> tuple[int, int]:

@@ -6,7 +6,7 @@ writer has its own leaf under an entity, so a compare-and-set conflict means a r
     shoal.evt.cluster
     shoal.evt.node.<node>.{agent,spec,status}
     shoal.evt.service.<service>.{spec,update}
-    shoal.evt.task.<node or _>.<task>.{desired,placement,status}
+    shoal.evt.task.<task>.<node or _>.{desired,placement,status}
     shoal.evt.leader.<loop>.{term,fence}
 """
 
@@ -16,6 +16,10 @@ PREFIX = "shoal.evt"
 ALL = f"{PREFIX}.>"
 CLUSTER = f"{PREFIX}.cluster"
 UNASSIGNED = "_"
+LAYOUT = "task-first"
+"""The task layout above, recorded in the stream's metadata: a log in the earlier `task.<node>.<task>`
+layout cannot be written by this Shoal (`jetstream.ensure_stream` refuses it)."""
+TASKS = f"{PREFIX}.task.>"
 
 
 def node(node_id: str, leaf: str) -> str:
@@ -39,17 +43,25 @@ SERVICE_SPECS = f"{PREFIX}.service.*.spec"
 
 
 def task(node_id: str, task_id: str, leaf: str) -> str:
-    return f"{PREFIX}.task.{node_id or UNASSIGNED}.{task_id}.{leaf}"
+    return f"{PREFIX}.task.{task_id}.{node_id or UNASSIGNED}.{leaf}"
 
 
 def task_all(task_id: str) -> str:
-    """All of a task's subjects, wherever it is assigned: the compare-and-set scope for a task."""
-    return f"{PREFIX}.task.*.{task_id}.>"
+    """All of a task's subjects, wherever it is assigned: the compare-and-set scope for a task. The
+    task comes first so this is a literal prefix: a wildcard before the task (`task.*.<task>.>`) has
+    the server match every task's subjects on each write (docs/architecture.md, "Subjects")."""
+    return f"{PREFIX}.task.{task_id}.>"
 
 
 def node_tasks(node_id: str) -> str:
     """What an agent follows: only its own node's tasks."""
-    return f"{PREFIX}.task.{node_id}.>"
+    return f"{PREFIX}.task.*.{node_id}.>"
+
+
+def task_node(subject: str) -> str:
+    """The node in a task subject, once the task is assigned; "" for any other subject."""
+    parts = subject.split(".")
+    return parts[4] if len(parts) == 6 and parts[2] == "task" and parts[4] != UNASSIGNED else ""
 
 
 def leader_term(loop: str) -> str:

@@ -62,7 +62,7 @@ def test_explain_of_a_pending_global_task_in_an_empty_cluster() -> None:
 
 
 def test_events_rows_and_query() -> None:
-    line: dict[str, Any] = {"Seq": 7, "Subject": "shoal.evt.task._.t1.desired", "Entry": {
+    line: dict[str, Any] = {"Seq": 7, "Subject": "shoal.evt.task.t1._.desired", "Entry": {
         "ID": "e", "Time": "2026-11-29T10:00:00.000000001Z", "Actor": "orchestrator",
         "Event": {"Type": "TaskCreated", "Task": {"ID": "t1", "ServiceID": "s1"}}}}
     cells = events.row(line).split()

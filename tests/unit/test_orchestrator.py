@@ -45,7 +45,7 @@ def test_create_without_replica_count_means_one_task_with_the_service_template()
     assert (task.service_id, task.service_name, task.spec, task.spec_version) == (
         sid, "web", template, w.state.services[sid].spec_version)
     assert (task.status.state, task.status.message, task.node_id) == (TaskState.NEW, "created", "")
-    assert intent.expect_seq == 0 and intent.expect_subject == f"shoal.evt.task.*.{task.id}.>"
+    assert intent.expect_seq == 0 and intent.expect_subject == f"shoal.evt.task.{task.id}.>"
 
 
 @pytest.mark.parametrize(("replicas", "slots"), [(0, []), (1, ["1"]), (3, ["1", "2", "3"])])

@@ -1,0 +1,176 @@
+"""What the task subject layout costs nats-server: the design's original `task.<node>.<task>` against
+Shoal's `task.<task>.<node>` (`services/kernel/subjects.py`).
+
+Every task write compare-and-sets on all of the task's subjects, and the server resolves that scope
+on each append: under `task.<node>.<task>` it is `task.*.<task>.>`, under `task.<task>.<node>` the
+literal prefix `task.<task>.>`. Agents pay the other way round: their filter is `task.<node>.>` in
+the first layout and `task.*.<node>.>` in the second. For each layout, on a fresh nats-server
+(`tests/nats_server.py`, file storage as `ensure_stream` makes it), this stores `--tasks` tasks
+(desired under `_`, placement and status under one of 1,000 nodes) and measures nats-server's CPU
+(user + system, from /proc) for:
+
+- `--appends` new tasks' first entries with the layout's compare-and-set (expected 0), and without;
+- the last entry on 500 node filters (a sim agent's projection start);
+- `--appends` status entries followed by ordered push consumers as `EventLog.follow` makes them:
+  2 with 500 node filters each (sim agents) and 100 with one each (single-node agents), then the
+  same consumers catching up from sequence 1.
+
+    python -m benchmarks.task_subjects --tasks 100000 --appends 20000
+
+The last line printed is a JSON object with the figures (microseconds per append, seconds otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from benchmarks.schedule import cpu_s
+from services.kernel.ids import new_id
+from services.kernel.jetstream import ensure_stream
+from tests.nats_server import nats_server
+
+STREAM = "SHOAL"
+NODES = 1000
+IN_FLIGHT = 1000
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    node_first: bool
+
+    def subject(self, node: str, task: str, leaf: str) -> str:
+        first, second = (node, task) if self.node_first else (task, node)
+        return f"shoal.evt.task.{first}.{second}.{leaf}"
+
+    def scope(self, task: str) -> str:
+        return f"shoal.evt.task.*.{task}.>" if self.node_first else f"shoal.evt.task.{task}.>"
+
+    def node_filter(self, node: str) -> str:
+        return f"shoal.evt.task.{node}.>" if self.node_first else f"shoal.evt.task.*.{node}.>"
+
+    def node_of(self, subject: str) -> str:
+        tokens = subject.split(".")
+        return tokens[3] if self.node_first else tokens[4]
+
+
+LAYOUTS = (Layout("node-first", True), Layout("task-first", False))
+
+
+async def _publish(js: JetStreamContext, entries: Sequence[tuple[str, dict[str, str] | None]]) -> None:
+    """Pipelined, as `JetStreamLog.append` is: up to IN_FLIGHT acks outstanding."""
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(subject: str, headers: dict[str, str] | None) -> None:
+        async with slots:
+            await js.publish(subject, b"x" * 200, headers=headers)
+
+    await asyncio.gather(*(one(s, h) for s, h in entries))
+
+
+async def _follow(js: JetStreamContext, filters: list[list[str]], start: int,
+                  expect: list[int]) -> list[JetStreamContext.PushSubscription]:
+    """Ordered push consumers from `start`, as `EventLog.follow` makes them, one per list of filters;
+    returns once each has received its `expect` entries."""
+    got = [0] * len(filters)
+    done = asyncio.Event()
+
+    def counter(i: int) -> Callable[[Msg], Awaitable[None]]:
+        async def on_msg(_: Msg) -> None:
+            got[i] += 1
+            if all(g >= e for g, e in zip(got, expect, strict=True)):
+                done.set()
+        return on_msg
+
+    subs = []
+    for i, fs in enumerate(filters):
+        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                                    filter_subjects=None if len(fs) == 1 else fs)
+        subs.append(await js.subscribe(fs[0] if len(fs) == 1 else "", cb=counter(i), ordered_consumer=True,
+                                       config=config, stream=STREAM))
+    await asyncio.wait_for(done.wait(), 600)
+    return subs
+
+
+async def _stop(subs: list[JetStreamContext.PushSubscription]) -> None:
+    for sub in subs:
+        await sub.unsubscribe()
+    await asyncio.sleep(1)  # the server has deleted the consumers before the next figure
+
+
+async def measure(layout: Layout, tasks: int, appends: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with nats_server() as server:
+        pid = server.process.pid
+        nc = await nats.connect(server.url, pending_size=512 * 1024 * 1024)
+        js = nc.jetstream()
+        await ensure_stream(nc, STREAM)
+        nodes = [new_id() for _ in range(NODES)]
+        on_node = Counter[str]()  # entries stored under each node's subjects
+        stored: list[tuple[str, dict[str, str] | None]] = []
+        for i in range(tasks):
+            task, node = new_id(), nodes[i % NODES]
+            stored += [(layout.subject("_", task, "desired"), None), (layout.subject(node, task, "placement"), None),
+                       (layout.subject(node, task, "status"), None)]
+            on_node[node] += 2
+        await _publish(js, stored)
+
+        cas = [(layout.subject("_", t, "desired"), {"Nats-Expected-Last-Subject-Sequence": "0",
+                                                    "Nats-Expected-Last-Subject-Sequence-Subject": layout.scope(t)})
+               for t in (new_id() for _ in range(appends))]
+        used = cpu_s(pid)
+        await _publish(js, cas)
+        figures["create_with_cas_us"] = 1e6 * (cpu_s(pid) - used) / appends
+        used = cpu_s(pid)
+        await _publish(js, [(layout.subject("_", new_id(), "desired"), None) for _ in range(appends)])
+        figures["create_without_cas_us"] = 1e6 * (cpu_s(pid) - used) / appends
+        used = cpu_s(pid)
+        for node in nodes[:500]:
+            await js.get_last_msg(STREAM, layout.node_filter(node))
+        figures["last_entry_500_filters_s"] = cpu_s(pid) - used
+
+        for label, groups in (("2x500", [nodes[:500], nodes[500:]]), ("100x1", [[n] for n in nodes[:100]])):
+            filters = [[layout.node_filter(n) for n in g] for g in groups]
+            start = int((await js.stream_info(STREAM)).state.last_seq) + 1
+            status = [(layout.subject(nodes[i % NODES], new_id(), "status"), None) for i in range(appends)]
+            before = on_node.copy()
+            on_node.update(layout.node_of(s) for s, _ in status)
+            used = cpu_s(pid)
+            following = asyncio.create_task(_follow(js, filters, start, [sum(on_node[n] - before[n] for n in g)
+                                                                         for g in groups]))
+            await asyncio.sleep(1)  # the consumers exist before the appends begin
+            await _publish(js, status)
+            await _stop(await following)
+            figures[f"follow_{label}_us"] = 1e6 * (cpu_s(pid) - used) / appends
+            used = cpu_s(pid)
+            await _stop(await _follow(js, filters, 1, [sum(on_node[n] for n in g) for g in groups]))
+            figures[f"catch_up_{label}_s"] = cpu_s(pid) - used
+        await nc.close()
+    return {k: round(v, 2) for k, v in figures.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else "")
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks stored before measuring")
+    parser.add_argument("--appends", type=int, default=20_000, help="entries appended per figure")
+    args = parser.parse_args()
+    results = {}
+    for layout in LAYOUTS:
+        started = time.perf_counter()
+        results[layout.name] = asyncio.run(measure(layout, args.tasks, args.appends))
+        print(layout.name, results[layout.name], f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(json.dumps({"tasks": args.tasks, "appends": args.appends, **results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""A stream an earlier Shoal wrote tasks into under `task.<node>.<task>` is refused at start: those
+tasks' entries lie outside the `task.<task>.>` compare-and-set scope, so every write on them would
+conflict forever."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+from nats.js import api
+
+from services.kernel import subjects
+from services.kernel.eventlog import Append
+from services.kernel.jetstream import LAYOUT_KEY, JetStreamLog, OldSubjectLayout, connect, ensure_stream
+from tests.nats_server import NatsServer
+
+
+async def _earlier_stream(server: NatsServer, *subjects_written: str) -> None:
+    """The stream as an earlier Shoal created it (no layout in its metadata), holding these subjects."""
+    nc = await connect([server.url], "earlier")
+    await nc.jetstream().add_stream(api.StreamConfig(name="SHOAL", subjects=[subjects.ALL],
+                                                     storage=api.StorageType.FILE, allow_atomic=True))
+    await JetStreamLog(nc, "SHOAL").append([Append(s, b"{}", f"m{i}") for i, s in enumerate(subjects_written)])
+    await nc.close()
+
+
+async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: NatsServer) -> None:
+    await _earlier_stream(nats, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
+    nc = await connect([nats.url], "test")
+    with pytest.raises(OldSubjectLayout, match="stream SHOAL holds task entries in an earlier subject layout"):
+        await ensure_stream(nc, "SHOAL")
+    await nc.close()
+
+
+async def test_an_earlier_stream_without_tasks_is_taken_over(nats: NatsServer) -> None:
+    await _earlier_stream(nats, subjects.CLUSTER, subjects.node("n1", "agent"))
+    nc = await connect([nats.url], "test")
+    await ensure_stream(nc, "SHOAL")
+    await JetStreamLog(nc, "SHOAL").append([Append(subjects.task("", "t1", "desired"), b"{}", "t")])
+    await ensure_stream(nc, "SHOAL")  # marked as ours: its tasks are in our layout from now on
+    info = await nc.jetstream().stream_info("SHOAL")
+    await nc.close()
+    assert (info.config.metadata or {})[LAYOUT_KEY] == subjects.LAYOUT
+
+
+async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsServer) -> None:
+    await _earlier_stream(nats, "shoal.evt.task.n1.t1.desired")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.scheduler", "--nats", nats.url, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert b"earlier subject layout" in err and b"start on a new stream (--stream / SHOAL_STREAM)" in err

@@ -65,8 +65,14 @@ class KernelForwarder:
             return
         await run_nft(text)
         self.applied = text
+        left_out = nft.unreachable(table)
         log.info("ingress rules applied", extra={"table": self.name, "routes": len(table),
-                                                 "backends": sum(len(r.backends) for r in table.values())})
+                                                 "backends": sum(len(r.backends) for r in table.values())
+                                                 - len(left_out)})
+        if left_out:
+            log.warning("backends on nodes without an IPv4 address left out of the ingress rules",
+                        extra={"table": self.name, "backends": [f"{b.task_id}@{b.addr}" for b in left_out][:10],
+                               "count": len(left_out)})
 
     async def remove(self) -> None:
         await run_nft(nft.delete(self.name))

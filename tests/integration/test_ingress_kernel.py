@@ -124,6 +124,53 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
     assert forwarder.name not in (await listing.communicate())[0].decode()
 
 
+def _nft_children() -> list[int]:
+    """This process's `nft` children still running."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue  # exited while listed
+        if head.split(" (", 1)[1] == "nft" and int(tail.split()[1]) == os.getpid():
+            pids.append(int(head.split(" ", 1)[0]))
+    return pids
+
+
+async def _tables() -> str:
+    listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    return (await listing.communicate())[0].decode()
+
+
+async def test_a_transaction_cancelled_at_stop_is_over_before_the_table_is_removed() -> None:
+    """An agent stopping cancels the mesh mid-transaction, then removes its table: an `nft` left
+    running could commit after the removal and leave the table behind. 100 routes keep nft busy
+    for tens of milliseconds, and their text (under 64 KiB) is in its pipe at once."""
+    backends = (Backend("n1", "t1", "127.0.0.1", 41000), Backend("n2", "t2", "127.0.0.2", 41001))
+    table = {("tcp", port): Route("tcp", port, "s1", "web", backends) for port in range(20000, 20100)}
+    forwarder = KernelForwarder(f"itestc{os.getpid()}", ["127.0.0.1"])
+    apply = asyncio.create_task(forwarder.apply(table))
+    try:
+        for _ in range(5000):
+            if _nft_children() or apply.done():
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)  # its input written
+        assert not apply.done(), "nft was not seen running"
+        apply.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await apply
+        assert _nft_children() == [], "the cancelled transaction's nft still runs"
+        await forwarder.remove()
+        assert forwarder.name not in await _tables()
+    finally:
+        for _ in range(1000):  # an nft left running: let it finish before cleaning up after it
+            if not _nft_children():
+                break
+            await asyncio.sleep(0.01)
+        await forwarder.remove()
+
+
 @pytest.mark.parametrize(("prefix", "extra", "env", "message"), [
     ((), (), {"PATH": str(Path(sys.executable).parent)}, "--ingress-mode kernel needs the nft command"),
     (("setpriv", "--bounding-set", "-net_admin"), (), {}, "--ingress-mode kernel cannot use nftables"),

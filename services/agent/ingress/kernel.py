@@ -10,6 +10,7 @@ next to the connections it forwards).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 
@@ -26,10 +27,18 @@ class NftError(RuntimeError):
 
 
 async def run_nft(script: str) -> None:
-    """One atomic `nft -f -` transaction."""
+    """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
+    stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
+    next one (the table's removal at stop) and leave the table behind."""
     proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
+    try:
+        _, err = await proc.communicate(script.encode())
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         raise NftError(err.decode().strip() or f"nft exited {proc.returncode}")
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from services.agent.ingress.kernel import KernelForwarder
+from services.agent.ingress import nft
+from services.agent.ingress.kernel import KernelForwarder, run_nft
 from services.agent.ingress.table import Backend, Route
 from tests.nats_server import child_env, free_port, nats_server
 
@@ -169,6 +170,35 @@ async def test_a_transaction_cancelled_at_stop_is_over_before_the_table_is_remov
                 break
             await asyncio.sleep(0.01)
         await forwarder.remove()
+
+
+async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run_left(tmp_path: Path) -> None:
+    """Switched back to the proxy after a `kill -9` in kernel mode, the node's stale DNAT rules would
+    take the published ports' connections from the listeners: the agent deletes them at start."""
+    node_id = f"itestp{os.getpid()}"
+    (tmp_path / "node-id").write_text(node_id + "\n")
+    name = nft.table_name(node_id)
+    backend = Backend(node_id, "t1", "127.0.0.1", free_port())
+    await run_nft(nft.ruleset(name, ["127.0.0.1"], {("tcp", 30999): Route("tcp", 30999, "s1", "web", (backend,))}))
+    assert name in await _tables()
+    with nats_server() as nats:
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
+            "process", "--ingress", "on", "--ingress-mode", "proxy", cwd=ROOT, env=child_env(),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            for _ in range(300):
+                if name not in await _tables():
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the stale table is still there after 30 s")
+        finally:
+            if agent.returncode is None:
+                agent.terminate()
+            _, err = await agent.communicate()
+            await run_nft(nft.delete(name))
+    assert "removed the ingress rules an earlier run in kernel mode left" in err.decode()
 
 
 @pytest.mark.parametrize(("prefix", "extra", "env", "message"), [

@@ -59,6 +59,22 @@ async def check(addrs: list[str]) -> None:
         raise SystemExit(f"--ingress-mode kernel cannot use nftables ({e}): {advice}") from e
 
 
+async def remove_left_behind(node_id: str) -> None:
+    """Delete the node's table if an earlier run in kernel mode left it (`kill -9`) and this one does
+    not forward in the kernel (proxy mode, or no mesh): its DNAT rules see every connection to the
+    published ports before the listeners do and would send them to that run's backends. Done where
+    this process can (`nft` installed, CAP_NET_ADMIN); silently skipped where it cannot, as it is
+    where kernel mode was never used."""
+    if shutil.which(NFT) is None:
+        return
+    name = nft.table_name(node_id)
+    try:
+        await run_nft(f"delete table ip {name}\n")  # fails if there is none, or without the capability
+    except NftError:
+        return
+    log.warning("removed the ingress rules an earlier run in kernel mode left", extra={"table": name})
+
+
 class KernelForwarder:
     """Keeps the node's nftables table equal to the ingress table."""
 

@@ -203,6 +203,8 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     ingress_kernel = config.ingress and config.ingress_mode == "kernel"
     if ingress_kernel:
         await kernel.check([config.addr])
+    else:
+        await kernel.remove_left_behind(nodes[0].node_id)
     executor = make_executor(config, [n.node_id for n in nodes])
     agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,
                   token=config.token, token_file=config.token_file, ingress=config.ingress,

@@ -37,11 +37,13 @@ def history_limit(state: ClusterState, default: int) -> int:
     return default if limit is None else limit
 
 
-def warn_if_flag_ignored(state: ClusterState, flag: int) -> None:
+def warn_if_flag_ignored(state: ClusterState, flag: int | None) -> None:
     """Say so, once at start, when the log's limit overrides a different `--task-history-limit`:
-    otherwise an operator changing the flag sees it silently ignored."""
+    otherwise an operator changing the flag sees it silently ignored. `flag` None (neither the flag nor
+    its environment variable given) says nothing: after `docker swarm update` every orchestrator
+    start would warn about a flag nobody passed."""
     limit = recorded_limit(state)
-    if limit is not None and limit != flag:
+    if flag is not None and limit is not None and limit != flag:
         log.warning("--task-history-limit ignored: the limit in the log is in force; "
                     "`docker swarm update --task-history-limit N` changes it",
                     extra={"flag": flag, "in_force": limit})

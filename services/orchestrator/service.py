@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -39,10 +40,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="mark a node down after this much silence (default: 3 of its heartbeat periods; "
                              "env SHOAL_HEARTBEAT_GRACE)")
     parser.add_argument("--task-history-limit", type=int, metavar="N",
-                        default=env("SHOAL_TASK_HISTORY_LIMIT", str(DEFAULT_HISTORY_LIMIT)),
+                        default=os.environ.get("SHOAL_TASK_HISTORY_LIMIT"),  # None: not given, nothing to warn
                         help="tasks kept per slot, the live one included; negative keeps all. The cluster "
                              "starts with it; once recorded in the log, `docker swarm update "
-                             "--task-history-limit` changes it (default: %(default)s; env SHOAL_TASK_HISTORY_LIMIT)")
+                             f"--task-history-limit` changes it (default: {DEFAULT_HISTORY_LIMIT}; "
+                             "env SHOAL_TASK_HISTORY_LIMIT)")
     parser.add_argument("--orphan-after", type=float, metavar="SECONDS",
                         default=env("SHOAL_ORPHAN_AFTER", str(ORPHAN_AFTER_S)),
                         help="tasks of a node down this long become `orphaned` (default: %(default)s, 24 h; "
@@ -53,7 +55,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace) -> Settings:
-    return Settings(history_limit=args.task_history_limit, orphan_after_ns=int(args.orphan_after * 1e9),
+    limit = DEFAULT_HISTORY_LIMIT if args.task_history_limit is None else args.task_history_limit
+    return Settings(history_limit=limit, orphan_after_ns=int(args.orphan_after * 1e9),
                     rebalance=args.rebalance)
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from services.agent.ingress.kernel import KernelForwarder
+from services.agent.ingress import nft
+from services.agent.ingress.kernel import KernelForwarder, run_nft
 from services.agent.ingress.table import Backend, Route
 from tests.nats_server import child_env, free_port, nats_server
 
@@ -122,6 +123,82 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
         await forwarder.remove()
     listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
     assert forwarder.name not in (await listing.communicate())[0].decode()
+
+
+def _nft_children() -> list[int]:
+    """This process's `nft` children still running."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue  # exited while listed
+        if head.split(" (", 1)[1] == "nft" and int(tail.split()[1]) == os.getpid():
+            pids.append(int(head.split(" ", 1)[0]))
+    return pids
+
+
+async def _tables() -> str:
+    listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    return (await listing.communicate())[0].decode()
+
+
+async def test_a_transaction_cancelled_at_stop_is_over_before_the_table_is_removed() -> None:
+    """An agent stopping cancels the mesh mid-transaction, then removes its table: an `nft` left
+    running could commit after the removal and leave the table behind. 100 routes keep nft busy
+    for tens of milliseconds, and their text (under 64 KiB) is in its pipe at once."""
+    backends = (Backend("n1", "t1", "127.0.0.1", 41000), Backend("n2", "t2", "127.0.0.2", 41001))
+    table = {("tcp", port): Route("tcp", port, "s1", "web", backends) for port in range(20000, 20100)}
+    forwarder = KernelForwarder(f"itestc{os.getpid()}", ["127.0.0.1"])
+    apply = asyncio.create_task(forwarder.apply(table))
+    try:
+        for _ in range(5000):
+            if _nft_children() or apply.done():
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)  # its input written
+        assert not apply.done(), "nft was not seen running"
+        apply.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await apply
+        assert _nft_children() == [], "the cancelled transaction's nft still runs"
+        await forwarder.remove()
+        assert forwarder.name not in await _tables()
+    finally:
+        for _ in range(1000):  # an nft left running: let it finish before cleaning up after it
+            if not _nft_children():
+                break
+            await asyncio.sleep(0.01)
+        await forwarder.remove()
+
+
+async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run_left(tmp_path: Path) -> None:
+    """Switched back to the proxy after a `kill -9` in kernel mode, the node's stale DNAT rules would
+    take the published ports' connections from the listeners: the agent deletes them at start."""
+    node_id = f"itestp{os.getpid()}"
+    (tmp_path / "node-id").write_text(node_id + "\n")
+    name = nft.table_name(node_id)
+    backend = Backend(node_id, "t1", "127.0.0.1", free_port())
+    await run_nft(nft.ruleset(name, ["127.0.0.1"], {("tcp", 30999): Route("tcp", 30999, "s1", "web", (backend,))}))
+    assert name in await _tables()
+    with nats_server() as nats:
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
+            "process", "--ingress", "on", "--ingress-mode", "proxy", cwd=ROOT, env=child_env(),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            for _ in range(300):
+                if name not in await _tables():
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the stale table is still there after 30 s")
+        finally:
+            if agent.returncode is None:
+                agent.terminate()
+            _, err = await agent.communicate()
+            await run_nft(nft.delete(name))
+    assert "removed the ingress rules an earlier run in kernel mode left" in err.decode()
 
 
 @pytest.mark.parametrize(("prefix", "extra", "env", "message"), [

@@ -68,3 +68,18 @@ def test_names_and_addresses() -> None:
         nft.check_addrs(["::1"])
     with pytest.raises(ValueError):
         nft.check_addrs(["node1.example"])
+
+
+def test_backends_on_nodes_without_an_ipv4_address_are_left_out_not_the_whole_table() -> None:
+    """A proxy-mode node may have an IPv6 or named address; one `dnat to ::1:...` would make nft refuse
+    every route of this node."""
+    mixed = Route("tcp", 30001, "s1", "web", (Backend("n1", "t1", "127.0.0.1", 41000), Backend("n6", "t6", "::1", 1),
+                                              Backend("nh", "th", "node7.lan", 41002)))
+    only_v6 = Route("udp", 30053, "s2", "dns", (Backend("n6", "t7", "fd00::6", 41003),))
+    table = {("tcp", 30001): mixed, ("udp", 30053): only_v6}
+    text = nft.ruleset("t", ["127.0.0.1"], table)
+    assert _chain(text, "route_tcp_30001") == ["numgen inc mod 1 vmap { 0 : goto route_tcp_30001_0 }"]
+    assert "::1" not in text and "node7.lan" not in text and "fd00::6" not in text
+    assert _chain(text, "output")[1:] == ["ip daddr 127.0.0.1 tcp dport 30001 goto route_tcp_30001",
+                                          "ip daddr 127.0.0.1 udp dport 30053 reject"]
+    assert [b.task_id for b in nft.unreachable(table)] == ["t6", "th", "t7"]

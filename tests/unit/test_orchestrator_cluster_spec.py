@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import msgspec
 import pytest
 
@@ -10,9 +12,10 @@ from schemas.events import ClusterCreated, ClusterSpecUpdated, NodeStatusChanged
 from schemas.heartbeat import Heartbeat
 from schemas.task import TaskState
 from services.orchestrator import cluster_spec
-from services.orchestrator.decide import Settings
+from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings
 from services.orchestrator.liveness import Liveness
 from services.orchestrator.nodes import DOWN, READY
+from services.orchestrator.service import add_args, settings
 from tests.unit.test_orchestrator import policy, running
 from tests.world import SECOND, World
 
@@ -64,6 +67,20 @@ def test_a_flag_the_log_overrides_is_warned_about(caplog: pytest.LogCaptureFixtu
     [record] = caplog.records
     assert record.levelname == "WARNING" and "docker swarm update --task-history-limit N" in record.getMessage()
     assert (record.flag, record.in_force) == (9, 4)  # type: ignore[attr-defined]
+
+
+def test_a_limit_changed_by_swarm_update_is_not_warned_about_when_no_flag_was_given(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_TASK_HISTORY_LIMIT", raising=False)
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    args = parser.parse_args([])
+    assert settings(args).history_limit == DEFAULT_HISTORY_LIMIT, "the cluster still starts with the default"
+    w = World()
+    w.fold(ClusterCreated(cluster_id="c1"))
+    w.fold(ClusterSpecUpdated(spec=spec(limit=10)))  # `docker swarm update --task-history-limit 10`
+    cluster_spec.warn_if_flag_ignored(w.state, args.task_history_limit)
+    assert caplog.records == []
 
 
 def test_history_is_pruned_to_the_limit_the_log_says() -> None:

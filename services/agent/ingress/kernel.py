@@ -10,6 +10,7 @@ next to the connections it forwards).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 
@@ -26,10 +27,18 @@ class NftError(RuntimeError):
 
 
 async def run_nft(script: str) -> None:
-    """One atomic `nft -f -` transaction."""
+    """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
+    stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
+    next one (the table's removal at stop) and leave the table behind."""
     proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
+    try:
+        _, err = await proc.communicate(script.encode())
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         raise NftError(err.decode().strip() or f"nft exited {proc.returncode}")
 
@@ -50,6 +59,22 @@ async def check(addrs: list[str]) -> None:
         raise SystemExit(f"--ingress-mode kernel cannot use nftables ({e}): {advice}") from e
 
 
+async def remove_left_behind(node_id: str) -> None:
+    """Delete the node's table if an earlier run in kernel mode left it (`kill -9`) and this one does
+    not forward in the kernel (proxy mode, or no mesh): its DNAT rules see every connection to the
+    published ports before the listeners do and would send them to that run's backends. Done where
+    this process can (`nft` installed, CAP_NET_ADMIN); silently skipped where it cannot, as it is
+    where kernel mode was never used."""
+    if shutil.which(NFT) is None:
+        return
+    name = nft.table_name(node_id)
+    try:
+        await run_nft(f"delete table ip {name}\n")  # fails if there is none, or without the capability
+    except NftError:
+        return
+    log.warning("removed the ingress rules an earlier run in kernel mode left", extra={"table": name})
+
+
 class KernelForwarder:
     """Keeps the node's nftables table equal to the ingress table."""
 
@@ -65,8 +90,14 @@ class KernelForwarder:
             return
         await run_nft(text)
         self.applied = text
+        left_out = nft.unreachable(table)
         log.info("ingress rules applied", extra={"table": self.name, "routes": len(table),
-                                                 "backends": sum(len(r.backends) for r in table.values())})
+                                                 "backends": sum(len(r.backends) for r in table.values())
+                                                 - len(left_out)})
+        if left_out:
+            log.warning("backends on nodes without an IPv4 address left out of the ingress rules",
+                        extra={"table": self.name, "backends": [f"{b.task_id}@{b.addr}" for b in left_out][:10],
+                               "count": len(left_out)})
 
     async def remove(self) -> None:
         await run_nft(nft.delete(self.name))

@@ -13,13 +13,16 @@ The same rules hang off two hooks: `output`, for connections made on this machin
 another node is forwarded by this host, so it is masqueraded (source rewritten to this host's) on its
 way out, and the backend's replies come back through here to be translated back. A route without
 backends rejects (TCP reset, ICMP port unreachable for UDP), as the proxy closes such connections.
-IPv4 only: node addresses and backends are IPv4 literals.
+IPv4 only: node addresses are IPv4 literals, and a backend on a node whose address is not (IPv6, a host
+name: a proxy-mode node can have one) is left out (`unreachable`), since one such `dnat to` makes `nft`
+refuse the whole table, every other route of the node with it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 
 from services.agent.ingress.table import Backend, Route, Table
 from services.kernel.ports import TCP
@@ -37,14 +40,20 @@ def table_name(node_id: str) -> str:
 def check_addrs(addrs: list[str]) -> None:
     """ValueError unless every node address is an IPv4 literal (what the rules can match)."""
     for addr in addrs:
-        if not isinstance(ipaddress.ip_address(addr), ipaddress.IPv4Address):
+        if not _is_ipv4(addr):
             raise ValueError(f"{addr} is not an IPv4 address")
+
+
+def unreachable(table: Table) -> list[Backend]:
+    """The backends the rules leave out: those whose node address is not an IPv4 literal."""
+    return [b for route in table.values() for b in route.backends if not _is_ipv4(b.addr)]
 
 
 def ruleset(name: str, addrs: list[str], table: Table) -> str:
     """The whole table, as `nft -f` input that replaces any table of that name (`delete` of a
     just-declared table cannot fail, so this works whether or not it existed)."""
-    routes = [table[key] for key in sorted(table)]
+    routes = [replace(route, backends=tuple(b for b in route.backends if _is_ipv4(b.addr)))
+              for route in (table[key] for key in sorted(table))]
     chains = [chain for route in routes for chain in _route_chains(route)]
     entries = [f"ip daddr {addr} {route.protocol} dport {route.port} {_verdict(route)}"
                for route in routes for addr in addrs]
@@ -58,6 +67,13 @@ def ruleset(name: str, addrs: list[str], table: Table) -> str:
         _chain("postrouting", [f"type nat hook postrouting priority {PRIORITY_SRCNAT}; policy accept;", *masquerade]),
     ]
     return f"table ip {name} {{\n}}\ndelete table ip {name}\ntable ip {name} {{\n{''.join(body)}}}\n"
+
+
+def _is_ipv4(addr: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(addr), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 def delete(name: str) -> str:

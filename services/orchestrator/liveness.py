@@ -120,9 +120,9 @@ class Liveness:
         return node.status.state != DOWN and not heard_since_start(self.seen.get(node.id), self.default)
 
     def decide(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
-        default = self.default if self.grace_s is not None else Seen(self.default.at_ns, recorded_grace_ns(
-            state, self.default.grace_ns))
-        return node_status(state, self.seen, default, now_ns, self.heard_until_ns, self.missed_until_ns)
+        unheard = self.default.grace_ns if self.grace_s is not None else recorded_grace_ns(state, self.default.grace_ns)
+        return node_status(state, self.seen, self.default, now_ns, self.heard_until_ns, self.missed_until_ns,
+                           unheard_grace_ns=unheard)
 
 
 def heard_since_start(heard: Seen | None, default: Seen) -> bool:
@@ -130,12 +130,16 @@ def heard_since_start(heard: Seen | None, default: Seen) -> bool:
     return heard is not None and heard.at_ns >= default.at_ns
 
 
-def _counted_from(heard: Seen | None, default: Seen) -> Seen:
+def _counted_from(heard: Seen | None, default: Seen, unheard_grace_ns: int) -> Seen:
     """Where a node's silence counts from, with its grace: its last heartbeat if heard since the start,
-    else the start, with `default`'s grace or the longer one it announced before."""
-    if heard is not None and heard_since_start(heard, default):
+    else the start, with `default`'s grace or the longer one it announced before. A node never heard
+    at all gets `unheard_grace_ns` (the recorded period's): its own period is unknown, and a cluster
+    mixing periods must not have a node heard at 1 s wait out another agent's 10 s period."""
+    if heard is None:
+        return Seen(default.at_ns, max(default.grace_ns, unheard_grace_ns))
+    if heard_since_start(heard, default):
         return heard
-    return Seen(default.at_ns, max(default.grace_ns, heard.grace_ns if heard else 0))
+    return Seen(default.at_ns, max(default.grace_ns, heard.grace_ns))
 
 
 def recorded_grace_ns(state: ClusterState, default_grace_ns: int) -> int:
@@ -146,11 +150,11 @@ def recorded_grace_ns(state: ClusterState, default_grace_ns: int) -> int:
 
 
 def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_ns: int,
-                heard_until_ns: int | None = None, missed_until_ns: int = 0) -> Decision:
+                heard_until_ns: int | None = None, missed_until_ns: int = 0, unheard_grace_ns: int = 0) -> Decision:
     """Pure: `down` for nodes silent past their grace, `ready` for down nodes heard from since, and a
     timer for the next deadline. Nodes not heard since `default.at_ns` (the listener's start, or
-    becoming leader) count from then, with `default`'s grace or the longer one they announced before,
-    and nobody's silence counts before `missed_until_ns`. A node past its deadline is down only if
+    becoming leader) count from then, with `default`'s grace or the longer one they announced before
+    (never heard: `unheard_grace_ns`, if longer), and nobody's silence counts before `missed_until_ns`. A node past its deadline is down only if
     everything sent until then was read (`heard_until_ns`, None: now); otherwise it is looked at
     again a moment later."""
     out = Decision()
@@ -158,7 +162,7 @@ def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_n
     heard_until = now_ns if heard_until_ns is None else min(now_ns, heard_until_ns)
     for node in state.nodes.values():
         heard = seen.get(node.id)
-        last = _counted_from(heard, default)
+        last = _counted_from(heard, default, unheard_grace_ns)
         deadline = max(last.at_ns, missed_until_ns) + last.grace_ns
         heard_since = heard is not None and heard.at_ns >= missed_until_ns
         down = node.status.state == DOWN

@@ -195,6 +195,21 @@ def test_a_new_leader_gives_a_node_it_has_not_heard_the_grace_of_the_recorded_pe
     assert check(w, liveness) == [("node", "n1", "down")], "a node that really died goes down within its grace"
 
 
+def test_a_node_heard_before_the_leader_changed_keeps_its_own_grace_not_the_recorded_one() -> None:
+    """Mixed periods: the log records another agent's 10 s, but this leader heard n1 beat every 1 s
+    while standing by, so n1 dead at the takeover is down 3 s later, not 30 s."""
+    w, liveness = cluster("n1", "n2")
+    recording(w, 10)
+    liveness.observe(beat("n1", period=1), w.now)
+    liveness.observe(beat("n2", period=10), w.now)
+    w.tick(0.5)
+    liveness.restart(w.now)
+    w.tick(2.5)
+    assert check(w, liveness) == []
+    w.tick(0.5)
+    assert check(w, liveness) == [("node", "n1", "down")]
+
+
 def test_once_heard_a_node_has_the_grace_it_announces_not_the_recorded_one() -> None:
     w, liveness = cluster("n1")
     recording(w, 10)

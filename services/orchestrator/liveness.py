@@ -154,9 +154,9 @@ def node_status(state: ClusterState, seen: dict[str, Seen], default: Seen, now_n
     """Pure: `down` for nodes silent past their grace, `ready` for down nodes heard from since, and a
     timer for the next deadline. Nodes not heard since `default.at_ns` (the listener's start, or
     becoming leader) count from then, with `default`'s grace or the longer one they announced before
-    (never heard: `unheard_grace_ns`, if longer), and nobody's silence counts before `missed_until_ns`. A node past its deadline is down only if
-    everything sent until then was read (`heard_until_ns`, None: now); otherwise it is looked at
-    again a moment later."""
+    (never heard: `unheard_grace_ns`, if longer), and nobody's silence counts before `missed_until_ns`.
+    A node past its deadline is down only if everything sent until then was read (`heard_until_ns`,
+    None: now); otherwise it is looked at again a moment later."""
     out = Decision()
     next_deadline: int | None = None
     heard_until = now_ns if heard_until_ns is None else min(now_ns, heard_until_ns)

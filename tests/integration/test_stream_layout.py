@@ -52,3 +52,4 @@ async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsSe
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert b"earlier subject layout" in err and b"start on a new stream (--stream / SHOAL_STREAM)" in err
+    assert b"Traceback" not in err  # the message is the whole story

@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from services.kernel import snapshot
 from services.kernel.eventlog import (
     MAX_ATOMIC,
     Append,
@@ -94,8 +95,9 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
             f"stream {name} holds task entries in an earlier subject layout ({LAYOUT_KEY}="
             f"{metadata.get(LAYOUT_KEY, 'task.<node>.<task>')!r}); this Shoal writes {LAYOUT!r} "
             f"(shoal.evt.task.<task>.<node>.<leaf>) and cannot change those tasks. Stop every Shoal "
-            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one "
-            f"(`nats stream rm {name}`) and create the services again.")
+            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one and its "
+            f"snapshots (`nats stream rm {name}`, `nats object rm {snapshot.bucket(name)}`) and create the "
+            f"services again.")
     if not existing.config.allow_atomic or metadata.get(LAYOUT_KEY) != LAYOUT:  # created by an earlier Shoal
         # leaders' fenced batches need atomic batches; an empty-of-tasks stream is marked as ours
         await js.update_stream(replace(existing.config, allow_atomic=True, metadata={**metadata, LAYOUT_KEY: LAYOUT}))

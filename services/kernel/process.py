@@ -81,7 +81,8 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         await _ensure_stream(nc, common)
         rt = Runtime(name=name, common=common, nc=nc,
                      log=JetStreamLog(nc, common.stream, ack_timeout=ACK_TIMEOUT_S, tries=APPEND_TRIES),
-                     snapshots=ObjectStoreSnapshots(nc.jetstream(), common.replicas), metrics_addr=metrics_addr)
+                     snapshots=ObjectStoreSnapshots(nc.jetstream(), common.stream, common.replicas),
+                     metrics_addr=metrics_addr)
         await service(rt, args)
     except asyncio.CancelledError:
         log.info("stopping")

@@ -5,14 +5,17 @@ conflict forever."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import pytest
 from nats.js import api
 
-from services.kernel import subjects
+from services.kernel import snapshot, subjects
 from services.kernel.eventlog import Append
 from services.kernel.jetstream import LAYOUT_KEY, JetStreamLog, OldSubjectLayout, connect, ensure_stream
+from services.kernel.snapshot import ObjectStoreSnapshots
+from services.kernel.state import ClusterState
 from tests.nats_server import NatsServer
 
 
@@ -53,3 +56,26 @@ async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsSe
     assert proc.returncode == 1
     assert b"earlier subject layout" in err and b"start on a new stream (--stream / SHOAL_STREAM)" in err
     assert b"Traceback" not in err  # the message is the whole story
+
+
+async def test_a_cluster_started_on_a_new_stream_does_not_resume_from_the_old_streams_snapshots(
+        nats: NatsServer) -> None:
+    """The refusal's advice: a new stream starts at sequence 1, so the old cluster's snapshots (at
+    sequence 500 here) must not be loaded by its processes, or they would follow from 501 on."""
+    nc = await connect([nats.url], "earlier")
+    old = ClusterState()
+    old.seq = 500
+    await ObjectStoreSnapshots(nc.jetstream(), "SHOAL").save("scheduler", snapshot.take(old))
+    await nc.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.scheduler", "--nats", nats.url, "--stream", "SHOAL2",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"standing by" not in (line := await proc.stderr.readline()):
+                assert line, "the scheduler exited before standing by"
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert json.loads(line)["seq"] == 0

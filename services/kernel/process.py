@@ -78,7 +78,7 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         loop.add_signal_handler(sig, main.cancel)
     nc = await _connect(common.servers, name)
     try:
-        await _ensure_stream(nc, common)
+        await when_jetstream_answers(lambda: ensure_stream(nc, common.stream, common.replicas))
         rt = Runtime(name=name, common=common, nc=nc,
                      log=JetStreamLog(nc, common.stream, ack_timeout=ACK_TIMEOUT_S, tries=APPEND_TRIES),
                      snapshots=ObjectStoreSnapshots(nc.jetstream(), common.stream, common.replicas),
@@ -91,12 +91,12 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         await runner.cleanup()
 
 
-async def _ensure_stream(nc: Client, common: Common) -> None:
+async def when_jetstream_answers(attempt: Callable[[], Awaitable[None]]) -> None:
     """A JetStream cluster answers only once it has elected its meta leader: wait for it."""
     delay = 0.2
     while True:
         try:
-            await ensure_stream(nc, common.stream, common.replicas)
+            await attempt()
             return
         except (nats.errors.Error, TimeoutError) as e:
             log.warning("waiting for JetStream", extra={"error": repr(e)})

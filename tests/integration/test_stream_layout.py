@@ -9,7 +9,6 @@ import json
 import sys
 
 import pytest
-from nats.js import api
 
 from services.kernel import snapshot, subjects
 from services.kernel.eventlog import Append
@@ -17,19 +16,11 @@ from services.kernel.jetstream import LAYOUT_KEY, JetStreamLog, OldSubjectLayout
 from services.kernel.snapshot import ObjectStoreSnapshots
 from services.kernel.state import ClusterState
 from tests.nats_server import NatsServer
-
-
-async def _earlier_stream(server: NatsServer, *subjects_written: str) -> None:
-    """The stream as an earlier Shoal created it (no layout in its metadata), holding these subjects."""
-    nc = await connect([server.url], "earlier")
-    await nc.jetstream().add_stream(api.StreamConfig(name="SHOAL", subjects=[subjects.ALL],
-                                                     storage=api.StorageType.FILE, allow_atomic=True))
-    await JetStreamLog(nc, "SHOAL").append([Append(s, b"{}", f"m{i}") for i, s in enumerate(subjects_written)])
-    await nc.close()
+from tests.streams import earlier_stream
 
 
 async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: NatsServer) -> None:
-    await _earlier_stream(nats, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
+    await earlier_stream(nats.url, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
     nc = await connect([nats.url], "test")
     with pytest.raises(OldSubjectLayout, match="stream SHOAL holds task entries in an earlier subject layout"):
         await ensure_stream(nc, "SHOAL")
@@ -37,7 +28,7 @@ async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: Nats
 
 
 async def test_an_earlier_stream_without_tasks_is_taken_over(nats: NatsServer) -> None:
-    await _earlier_stream(nats, subjects.CLUSTER, subjects.node("n1", "agent"))
+    await earlier_stream(nats.url, subjects.CLUSTER, subjects.node("n1", "agent"))
     nc = await connect([nats.url], "test")
     await ensure_stream(nc, "SHOAL")
     await JetStreamLog(nc, "SHOAL").append([Append(subjects.task("", "t1", "desired"), b"{}", "t")])
@@ -48,7 +39,7 @@ async def test_an_earlier_stream_without_tasks_is_taken_over(nats: NatsServer) -
 
 
 async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsServer) -> None:
-    await _earlier_stream(nats, "shoal.evt.task.n1.t1.desired")
+    await earlier_stream(nats.url, "shoal.evt.task.n1.t1.desired")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.scheduler", "--nats", nats.url, stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)

@@ -468,14 +468,14 @@ def fold_in_memory(entries: list[bytes], chunk: int = 100_000) -> tuple[float, f
 
 
 async def snapshot_start(nc: Client, state: ClusterState, figures: Figures) -> ClusterState:
-    snapshots = ObjectStoreSnapshots(nc.jetstream())
+    snapshots = ObjectStoreSnapshots(nc.jetstream(), STREAM)
     t0 = time.perf_counter()
     data = snapshot.take(state)
     t1 = time.perf_counter()
     await snapshots.save("bench", data)
     figures.snapshot_take_s, figures.snapshot_write_s = t1 - t0, time.perf_counter() - t1
     figures.snapshot_bytes = len(data)
-    fresh = Projection(JetStreamLog(nc, STREAM), snapshots=ObjectStoreSnapshots(nc.jetstream()),
+    fresh = Projection(JetStreamLog(nc, STREAM), snapshots=ObjectStoreSnapshots(nc.jetstream(), STREAM),
                        snapshot_name="bench")
     started = time.perf_counter()
     await fresh.start()

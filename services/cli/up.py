@@ -29,6 +29,9 @@ from services.cli.jointokens import clear_join_tokens, write_join_tokens
 from services.cli.plan import EXECUTORS, Options, nats_configs, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
+from services.kernel.config import DEFAULT_STREAM, env
+from services.kernel.jetstream import OldSubjectLayout, check_stream, connect
+from services.kernel.process import when_jetstream_answers
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,7 @@ async def run(options: Options, out: TextIO = sys.stdout, api_wait_s: float = 30
 async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait_s: float) -> None:
     """Start, say where everything is, then run until cancelled by a signal."""
     await supervisor.start()
+    await _refuse_an_old_stream(options)
     api_ready = await _wait_port(options.api_addr, api_wait_s)
     if api_ready:
         await _hand_out_tokens(options)
@@ -200,6 +204,18 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
         await _wait_port(options.api_addr, math.inf)
         await _hand_out_tokens(options)
     await asyncio.get_running_loop().create_future()
+
+
+async def _refuse_an_old_stream(options: Options) -> None:
+    """Every process refuses a stream an earlier Shoal wrote tasks into, and would be restarted
+    forever behind a banner saying Shoal is up: stop with the processes' message instead."""
+    nc = await connect(options.nats_urls, "up")
+    try:
+        await when_jetstream_answers(lambda: check_stream(nc, env("SHOAL_STREAM", DEFAULT_STREAM)))
+    except OldSubjectLayout as e:
+        raise Refused(str(e)) from None
+    finally:
+        await nc.close()
 
 
 async def _hand_out_tokens(options: Options) -> None:

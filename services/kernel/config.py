@@ -10,6 +10,8 @@ import argparse
 import os
 from dataclasses import dataclass
 
+DEFAULT_STREAM = "SHOAL"
+
 
 def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -18,7 +20,7 @@ def env(name: str, default: str) -> str:
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nats", default=env("SHOAL_NATS_URL", "nats://127.0.0.1:4222"),
                         help="NATS server URL(s), comma-separated (env SHOAL_NATS_URL)")
-    parser.add_argument("--stream", default=env("SHOAL_STREAM", "SHOAL"),
+    parser.add_argument("--stream", default=env("SHOAL_STREAM", DEFAULT_STREAM),
                         help="JetStream stream name (env SHOAL_STREAM)")
     parser.add_argument("--replicas", type=int, default=int(env("SHOAL_REPLICAS", "1")),
                         help="stream replicas when the stream is created (env SHOAL_REPLICAS)")

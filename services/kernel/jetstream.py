@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from services.kernel import snapshot
 from services.kernel.eventlog import (
     MAX_ATOMIC,
     Append,
@@ -88,18 +89,36 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
         await js.add_stream(config)
         log.info("stream created", extra={"stream": name, "replicas": replicas})
         return
+    metadata = await _refuse_an_old_layout(js, name, existing)
+    if not existing.config.allow_atomic or metadata.get(LAYOUT_KEY) != LAYOUT:  # created by an earlier Shoal
+        # leaders' fenced batches need atomic batches; an empty-of-tasks stream is marked as ours
+        await js.update_stream(replace(existing.config, allow_atomic=True, metadata={**metadata, LAYOUT_KEY: LAYOUT}))
+        log.info("stream updated", extra={"stream": name, "allow_atomic": True, LAYOUT_KEY: LAYOUT})
+
+
+async def check_stream(nc: Client, name: str) -> None:
+    """`OldSubjectLayout` as `ensure_stream` would raise it, creating and changing nothing: `shoal up`
+    asks before it says the cluster is up, as its supervisor would restart refused processes forever."""
+    js = nc.jetstream()
+    try:
+        existing = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return
+    await _refuse_an_old_layout(js, name, existing)
+
+
+async def _refuse_an_old_layout(js: JetStreamContext, name: str, existing: api.StreamInfo) -> dict[str, str]:
+    """The stream's metadata, unless it holds tasks of an earlier layout (`OldSubjectLayout`)."""
     metadata = existing.config.metadata or {}
     if metadata.get(LAYOUT_KEY) != LAYOUT and await _holds_tasks(js, name):
         raise OldSubjectLayout(
             f"stream {name} holds task entries in an earlier subject layout ({LAYOUT_KEY}="
             f"{metadata.get(LAYOUT_KEY, 'task.<node>.<task>')!r}); this Shoal writes {LAYOUT!r} "
             f"(shoal.evt.task.<task>.<node>.<leaf>) and cannot change those tasks. Stop every Shoal "
-            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one "
-            f"(`nats stream rm {name}`) and create the services again.")
-    if not existing.config.allow_atomic or metadata.get(LAYOUT_KEY) != LAYOUT:  # created by an earlier Shoal
-        # leaders' fenced batches need atomic batches; an empty-of-tasks stream is marked as ours
-        await js.update_stream(replace(existing.config, allow_atomic=True, metadata={**metadata, LAYOUT_KEY: LAYOUT}))
-        log.info("stream updated", extra={"stream": name, "allow_atomic": True, LAYOUT_KEY: LAYOUT})
+            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one and its "
+            f"snapshots (`nats stream rm {name}`, `nats object rm {snapshot.bucket(name)}`) and create the "
+            f"services again.")
+    return metadata
 
 
 async def _holds_tasks(js: JetStreamContext, name: str) -> bool:

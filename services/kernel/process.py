@@ -20,7 +20,7 @@ from nats.aio.client import Client
 
 from services.kernel import eventloop, logs, tracing
 from services.kernel.config import Common, add_common
-from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
+from services.kernel.jetstream import JetStreamLog, OldSubjectLayout, ServerTooOld, connect, ensure_stream
 from services.kernel.metrics import NATS_RECONNECTS, serve_metrics
 from services.kernel.snapshot import ObjectStoreSnapshots
 
@@ -60,6 +60,9 @@ def run(name: str, service: Service, add_args: Callable[[argparse.ArgumentParser
             runner.run(_main(name, common, service, args))
     except KeyboardInterrupt:
         pass
+    except (OldSubjectLayout, ServerTooOld) as e:  # what to do is in the message: no traceback to read past
+        log.error("cannot start", extra={"reason": str(e)})
+        sys.exit(1)
     except Exception:
         log.exception("process failed")
         sys.exit(1)
@@ -75,10 +78,11 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         loop.add_signal_handler(sig, main.cancel)
     nc = await _connect(common.servers, name)
     try:
-        await _ensure_stream(nc, common)
+        await when_jetstream_answers(lambda: ensure_stream(nc, common.stream, common.replicas))
         rt = Runtime(name=name, common=common, nc=nc,
                      log=JetStreamLog(nc, common.stream, ack_timeout=ACK_TIMEOUT_S, tries=APPEND_TRIES),
-                     snapshots=ObjectStoreSnapshots(nc.jetstream(), common.replicas), metrics_addr=metrics_addr)
+                     snapshots=ObjectStoreSnapshots(nc.jetstream(), common.stream, common.replicas),
+                     metrics_addr=metrics_addr)
         await service(rt, args)
     except asyncio.CancelledError:
         log.info("stopping")
@@ -87,12 +91,12 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
         await runner.cleanup()
 
 
-async def _ensure_stream(nc: Client, common: Common) -> None:
+async def when_jetstream_answers(attempt: Callable[[], Awaitable[None]]) -> None:
     """A JetStream cluster answers only once it has elected its meta leader: wait for it."""
     delay = 0.2
     while True:
         try:
-            await ensure_stream(nc, common.stream, common.replicas)
+            await attempt()
             return
         except (nats.errors.Error, TimeoutError) as e:
             log.warning("waiting for JetStream", extra={"error": repr(e)})

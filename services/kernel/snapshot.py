@@ -22,7 +22,13 @@ from services.kernel.state import Cluster, ClusterState, Leader
 
 log = logging.getLogger(__name__)
 
-BUCKET = "SHOAL_SNAPSHOTS"
+
+
+def bucket(stream: str) -> str:
+    """The object store of a stream's snapshots, `SHOAL_SNAPSHOTS` for the default stream: one per
+    stream, because a snapshot's sequence means something only in the log it was taken from (a
+    cluster started on a new stream must not resume from another stream's sequence 120,000)."""
+    return f"{stream}_SNAPSHOTS"
 
 
 class Snapshot(msgspec.Struct):
@@ -100,18 +106,19 @@ class MemorySnapshots:
 class ObjectStoreSnapshots:
     """Snapshots in a JetStream object store, one object per projection name (newest wins)."""
 
-    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, stream: str, replicas: int = 1) -> None:
         self.js = js
+        self.bucket = bucket(stream)
         self.replicas = replicas
         self._store: object | None = None
 
     async def _obs(self) -> object:
         if self._store is None:
             try:
-                self._store = await self.js.object_store(BUCKET)
+                self._store = await self.js.object_store(self.bucket)
             except nats.js.errors.BucketNotFoundError:
                 self._store = await self.js.create_object_store(
-                    BUCKET, config=nats.js.api.ObjectStoreConfig(bucket=BUCKET, replicas=self.replicas)
+                    self.bucket, config=nats.js.api.ObjectStoreConfig(bucket=self.bucket, replicas=self.replicas)
                 )
         return self._store
 

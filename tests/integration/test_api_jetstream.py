@@ -73,7 +73,7 @@ async def test_an_update_racing_another_gateway_is_out_of_sequence(jslog: JetStr
 
 
 async def test_a_gateway_restarts_from_its_snapshot(jslog: JetStreamLog) -> None:
-    store = ObjectStoreSnapshots(jslog.js)
+    store = ObjectStoreSnapshots(jslog.js, jslog.stream)
     async with gateway(jslog, store) as (api, client):
         assert (await client.post("/v1.41/services/create", json=SPEC)).status == 201
         await api.projection.save_snapshot()
@@ -93,7 +93,7 @@ async def test_the_trace_context_is_a_header_of_the_appended_entry(jslog: JetStr
 
 async def test_the_object_store_lists_and_deletes_snapshots_by_name(jslog: JetStreamLog) -> None:
     """What checkpoint pruning relies on, on a real object store."""
-    store = ObjectStoreSnapshots(jslog.js)
+    store = ObjectStoreSnapshots(jslog.js, jslog.stream)
     assert await store.names("state-at-") == []
     for name in ("state-at-10", "state-at-20", "orchestrator"):
         await store.save(name, name.encode())

@@ -55,7 +55,7 @@ async def test_a_filtered_projection_sees_only_its_subjects(jslog: JetStreamLog)
 
 async def test_start_from_snapshot_plus_tail_equals_full_replay(jslog: JetStreamLog) -> None:
     writer = await _seed(jslog, 20)
-    store = ObjectStoreSnapshots(jslog.js)
+    store = ObjectStoreSnapshots(jslog.js, jslog.stream)
     first = Projection(jslog, snapshots=store, snapshot_name="test")
     await first.start()
     await first.save_snapshot()

@@ -5,28 +5,22 @@ conflict forever."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import pytest
-from nats.js import api
 
-from services.kernel import subjects
+from services.kernel import snapshot, subjects
 from services.kernel.eventlog import Append
 from services.kernel.jetstream import LAYOUT_KEY, JetStreamLog, OldSubjectLayout, connect, ensure_stream
+from services.kernel.snapshot import ObjectStoreSnapshots
+from services.kernel.state import ClusterState
 from tests.nats_server import NatsServer
-
-
-async def _earlier_stream(server: NatsServer, *subjects_written: str) -> None:
-    """The stream as an earlier Shoal created it (no layout in its metadata), holding these subjects."""
-    nc = await connect([server.url], "earlier")
-    await nc.jetstream().add_stream(api.StreamConfig(name="SHOAL", subjects=[subjects.ALL],
-                                                     storage=api.StorageType.FILE, allow_atomic=True))
-    await JetStreamLog(nc, "SHOAL").append([Append(s, b"{}", f"m{i}") for i, s in enumerate(subjects_written)])
-    await nc.close()
+from tests.streams import earlier_stream
 
 
 async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: NatsServer) -> None:
-    await _earlier_stream(nats, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
+    await earlier_stream(nats.url, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
     nc = await connect([nats.url], "test")
     with pytest.raises(OldSubjectLayout, match="stream SHOAL holds task entries in an earlier subject layout"):
         await ensure_stream(nc, "SHOAL")
@@ -34,7 +28,7 @@ async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: Nats
 
 
 async def test_an_earlier_stream_without_tasks_is_taken_over(nats: NatsServer) -> None:
-    await _earlier_stream(nats, subjects.CLUSTER, subjects.node("n1", "agent"))
+    await earlier_stream(nats.url, subjects.CLUSTER, subjects.node("n1", "agent"))
     nc = await connect([nats.url], "test")
     await ensure_stream(nc, "SHOAL")
     await JetStreamLog(nc, "SHOAL").append([Append(subjects.task("", "t1", "desired"), b"{}", "t")])
@@ -45,10 +39,34 @@ async def test_an_earlier_stream_without_tasks_is_taken_over(nats: NatsServer) -
 
 
 async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsServer) -> None:
-    await _earlier_stream(nats, "shoal.evt.task.n1.t1.desired")
+    await earlier_stream(nats.url, "shoal.evt.task.n1.t1.desired")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.scheduler", "--nats", nats.url, stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert b"earlier subject layout" in err and b"start on a new stream (--stream / SHOAL_STREAM)" in err
+    assert b"Traceback" not in err  # the message is the whole story
+
+
+async def test_a_cluster_started_on_a_new_stream_does_not_resume_from_the_old_streams_snapshots(
+        nats: NatsServer) -> None:
+    """The refusal's advice: a new stream starts at sequence 1, so the old cluster's snapshots (at
+    sequence 500 here) must not be loaded by its processes, or they would follow from 501 on."""
+    nc = await connect([nats.url], "earlier")
+    old = ClusterState()
+    old.seq = 500
+    await ObjectStoreSnapshots(nc.jetstream(), "SHOAL").save("scheduler", snapshot.take(old))
+    await nc.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.scheduler", "--nats", nats.url, "--stream", "SHOAL2",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"standing by" not in (line := await proc.stderr.readline()):
+                assert line, "the scheduler exited before standing by"
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert json.loads(line)["seq"] == 0

@@ -22,6 +22,8 @@ from services.cli.up import Refused, parse, state_lock
 from services.kernel.eventlog import Append
 from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
 from tests.cluster import cluster_options, free_ports, local_cluster
+from tests.nats_server import nats_server
+from tests.streams import earlier_stream
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +277,24 @@ async def test_shoal_up_serves_the_docker_api_and_resumes_the_same_nodes(tmp_pat
         assert await _node_ids(api) == first
     finally:
         assert await _stop_up(proc) == 0
+
+
+async def test_shoal_up_on_a_stream_of_an_earlier_layout_stops_with_the_processes_message(tmp_path: Path) -> None:
+    """Its processes refuse the stream at start, and the supervisor would restart them forever behind
+    a banner saying Shoal is up (`OldSubjectLayout`)."""
+    with nats_server(store=tmp_path / "nats") as earlier:  # an earlier `shoal up` on this state dir
+        await earlier_stream(earlier.url, "shoal.evt.task.n1.t1.desired")
+    base = free_ports(10)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up", "--agents", "0", "--executor", "sim",
+        "--state-dir", str(tmp_path), "--nats-port", str(base), "--nats-monitor-port", str(base + 1),
+        "--api-addr", f"127.0.0.1:{base + 2}", "--metrics-port", str(base + 3),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            await _stop_up(proc)
+    assert proc.returncode == 1 and b"Shoal is up" not in out
+    assert b"shoal up: stream SHOAL holds task entries in an earlier subject layout" in err

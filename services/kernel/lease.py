@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -355,7 +356,8 @@ class Leadership:
         """`_write_term`, unless the lease is lost first (`keeping` ends)."""
         office = asyncio.ensure_future(self._write_term(revision))
         try:
-            await asyncio.wait([office, keeping], return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [office, keeping]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not office.done():
                 office.cancel()
@@ -386,7 +388,8 @@ class Leadership:
         """Until the lease is lost (`keeping` ends), a newer term shows up in the log, or the work
         stops (a fenced write refused raises `Deposed` out of it); the others are cancelled at once."""
         self._newer.clear()
-        tasks = [asyncio.ensure_future(work), keeping, asyncio.ensure_future(self._newer.wait())]
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(work), keeping,
+                                            asyncio.ensure_future(self._newer.wait())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

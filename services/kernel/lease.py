@@ -83,6 +83,8 @@ class Lease:
         self._ttl = f"{ttl_s}s"
         self.revision = 0
         """The key's revision we last wrote (it changes at every renewal; the term does not)."""
+        self._won_at = 0.0
+        """When the write that won the key was sent (monotonic): it lives at least a TTL from then."""
         self._alive = 0.0
         """When the leader's event loop last ran (monotonic), for the keeper thread."""
         self._cut_off_since: float | None = None
@@ -94,9 +96,10 @@ class Lease:
         expect, checked = 0, 0
         while True:
             try:
+                sent = time.monotonic()
                 won, revision = await self._put(expect)
                 if won:
-                    self.revision = revision
+                    self.revision, self._won_at = revision, sent
                     return revision
                 revision = revision or await self._last_revision()
                 if revision and revision != checked:
@@ -197,33 +200,33 @@ class Lease:
         just TTL/3. A slow round trip (a loaded server or process) is not a lost lease; one that
         no answer came for by then is, as is a refusal by another holder's write. The next renewal
         is due TTL/3 after the last was sent, so a slow answer does not push it back."""
-        loop = asyncio.get_running_loop()
-        good_until = loop.time() + self.ttl_s
-        due = loop.time() + self.ttl_s / 3
+        now = time.monotonic
+        good_until = self._won_at + self.ttl_s
+        due = self._won_at + self.ttl_s / 3  # the keeper's connection may have taken that long already
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(due):
+                async with asyncio.timeout(max(0.0, due - now())):
                     await stopping.wait()
             if stopping.is_set():
                 return
-            if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
+            if now() - self._alive > STALLED_TTLS * self.ttl_s:
                 log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
                 return
             cut_off = self._cut_off_since
-            if cut_off is not None and time.monotonic() - cut_off > self.ttl_s:
+            if cut_off is not None and now() - cut_off > self.ttl_s:
                 log.warning("leader's connection lost: letting the lease go", extra={"loop": self.loop})
                 return
-            sent = loop.time()
+            sent = now()
             try:
-                async with asyncio.timeout_at(good_until):
+                async with asyncio.timeout(good_until - sent):
                     renewed, revision = await via._put(self.revision, within_s=good_until - sent)
                     if not renewed:  # refused: by someone else's write, or by our own late renewal
                         revision = await via._held_by_us()
             except (LogUnavailable, TimeoutError) as e:
-                if loop.time() >= good_until:
+                if now() >= good_until:
                     log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": repr(e)})
                     return
-                due = loop.time() + self.poll_s  # e.g. refused at once (JetStream not ready): soon again
+                due = now() + self.poll_s  # e.g. refused at once (JetStream not ready): soon again
                 continue
             if not revision:
                 log.warning("lease taken by another process", extra={"loop": self.loop})

@@ -333,52 +333,47 @@ class _Relay:
                 w.close()
 
 
-async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_keeper_is_connected(
-        nats: NatsServer) -> None:
-    """The keeper renews on a connection of its own (perhaps to another server of a cluster); a
-    leader that can no longer read or write over its own connection must not hold the lease."""
+@contextlib.asynccontextmanager
+async def _relayed_leader(nats: NatsServer) -> AsyncIterator[tuple[_Relay, Contender, Contender]]:
+    """A leader connected through a relay (link 0 its own connection, link 1 its keeper's), and a
+    standby connected directly, contending."""
     relay = _Relay(nats.port)
-    leader_nc, leader = await _contender(await relay.open(), "cut-off")
+    leader_nc, leader = await _contender(await relay.open(), "relayed")
     standby_nc, standby = await _contender(nats.url, "standby")
     try:
         leader.start()
         await _one_leader([leader])
-        async with asyncio.timeout(5):  # the keeper connects once the term has begun
+        async with asyncio.timeout(5):  # the keeper connects once the lease is won
             await relay.wait_links(2)
         standby.start()
+        yield relay, leader, standby
+    finally:
+        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
+            await c.stop()
+            with contextlib.suppress(OSError):  # a cut connection cannot flush on close
+                await nc.close()
+        await relay.close()
+
+
+async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_keeper_is_connected(
+        nats: NatsServer) -> None:
+    """The keeper renews on a connection of its own (perhaps to another server of a cluster); a
+    leader that can no longer read or write over its own connection must not hold the lease."""
+    async with _relayed_leader(nats) as (relay, leader, standby):
         relay.cut(0)  # the leader's own connection: it cannot reconnect; the keeper's stays up
         async with asyncio.timeout(10):
             await standby.leading.wait()
             await leader.stopped.wait()
-    finally:
-        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
-            await c.stop()
-            with contextlib.suppress(OSError):  # the cut connection cannot flush on close
-                await nc.close()
-        await relay.close()
 
 
 async def test_a_leader_whose_renewals_answer_slowly_keeps_its_term(nats: NatsServer) -> None:
     """A loaded server or process answers a renewal late: with 0.2 s each way (a 0.4 s round trip,
     more than TTL/3) every renewal still lands well within the TTL, so the term must not end."""
-    relay = _Relay(nats.port)
-    leader_nc, leader = await _contender(await relay.open(), "slow")
-    standby_nc, standby = await _contender(nats.url, "standby")
-    try:
-        leader.start()
-        await _one_leader([leader])
-        async with asyncio.timeout(5):  # the keeper connects once the term has begun
-            await relay.wait_links(2)
-        standby.start()
+    async with _relayed_leader(nats) as (relay, leader, standby):
         relay.delay_s[1] = 0.2  # the keeper's connection only: the leader's own stays quick
         await asyncio.sleep(5)
         assert leader.leading.is_set() and not leader.stopped.is_set(), "a slow renewal ended the term"
         assert not standby.leading.is_set()
-    finally:
-        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
-            await c.stop()
-            await nc.close()
-        await relay.close()
 
 
 async def test_a_leader_slow_to_catch_up_when_it_wins_keeps_the_term(nats: NatsServer) -> None:

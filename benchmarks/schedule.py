@@ -275,11 +275,22 @@ def top_self(path: Path, n: int = 12) -> list[tuple[str, float]]:
     return [(k, round(100 * v / total, 1)) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
 
 
+@contextlib.contextmanager
+def kept_logs(state_dir: Path, into: Path | None) -> Iterator[None]:
+    """Copy the processes' logs out of the state directory (deleted after the run) once they have
+    stopped, failed run or not: why a leader's term ended is only in its log."""
+    try:
+        yield
+    finally:
+        if into is not None:
+            shutil.copytree(Options(state_dir=state_dir).log_dir, into, dirs_exist_ok=True)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     services = max(1, args.tasks // args.replicas)
     specs = [service_spec(i, args.replicas, args.agents) for i in range(services)]
     total = services * args.replicas
-    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp, kept_logs(Path(tmp), args.keep_logs):
         async with system(Path(tmp), args.agents, args.nodes, args.nats_sync, args.heartbeat) as sys_:
             sup, api = sys_.supervisor, sys_.options.api_url
             timeout = aiohttp.ClientTimeout(total=600)
@@ -333,6 +344,7 @@ def main() -> None:
                         help="agents' heartbeat period (Swarm's default 5 s; a node is down after 3 missed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all running")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the processes' logs here after the run")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(f"$ {' '.join([os.path.basename(sys.executable), '-m', 'benchmarks.schedule', *sys.argv[1:]])}")

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -82,6 +83,8 @@ class Lease:
         self._ttl = f"{ttl_s}s"
         self.revision = 0
         """The key's revision we last wrote (it changes at every renewal; the term does not)."""
+        self._won_at = 0.0
+        """When the write that won the key was sent (monotonic): it lives at least a TTL from then."""
         self._alive = 0.0
         """When the leader's event loop last ran (monotonic), for the keeper thread."""
         self._cut_off_since: float | None = None
@@ -93,9 +96,10 @@ class Lease:
         expect, checked = 0, 0
         while True:
             try:
+                sent = time.monotonic()
                 won, revision = await self._put(expect)
                 if won:
-                    self.revision = revision
+                    self.revision, self._won_at = revision, sent
                     return revision
                 revision = revision or await self._last_revision()
                 if revision and revision != checked:
@@ -189,31 +193,40 @@ class Lease:
             stop.unbind()  # this loop is about to close: nothing may be scheduled on it any more
 
     async def _renew_via(self, via: Lease, stopping: asyncio.Event) -> None:
-        """Every TTL/3 through `via` (the thread's connection), until the lease is lost or `stopping`."""
-        loop = asyncio.get_running_loop()
-        good_until = loop.time() + self.ttl_s
+        """Every TTL/3 through `via` (the thread's connection), until the lease is lost or `stopping`.
+
+        The key lives a TTL from when the server stores a renewal, so at least a TTL from when the
+        last good one was sent (`good_until`): each renewal waits for its answer until then, not
+        just TTL/3. A slow round trip (a loaded server or process) is not a lost lease; one that
+        no answer came for by then is, as is a refusal by another holder's write. The next renewal
+        is due TTL/3 after the last was sent, so a slow answer does not push it back."""
+        now = time.monotonic
+        good_until = self._won_at + self.ttl_s
+        due = self._won_at + self.ttl_s / 3  # the keeper's connection may have taken that long already
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.ttl_s / 3):
+                async with asyncio.timeout(max(0.0, due - now())):
                     await stopping.wait()
             if stopping.is_set():
                 return
-            if time.monotonic() - self._alive > STALLED_TTLS * self.ttl_s:
+            if now() - self._alive > STALLED_TTLS * self.ttl_s:
                 log.warning("event loop stalled: letting the lease go", extra={"loop": self.loop})
                 return
             cut_off = self._cut_off_since
-            if cut_off is not None and time.monotonic() - cut_off > self.ttl_s:
+            if cut_off is not None and now() - cut_off > self.ttl_s:
                 log.warning("leader's connection lost: letting the lease go", extra={"loop": self.loop})
                 return
-            sent = loop.time()
+            sent = now()
             try:
-                renewed, revision = await via._put(self.revision)
-                if not renewed:  # refused: by someone else's write, or by our own late renewal
-                    revision = await via._held_by_us()
-            except LogUnavailable as e:
-                if loop.time() >= good_until:
-                    log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": str(e)})
+                async with asyncio.timeout(good_until - sent):
+                    renewed, revision = await via._put(self.revision, within_s=good_until - sent)
+                    if not renewed:  # refused: by someone else's write, or by our own late renewal
+                        revision = await via._held_by_us()
+            except (LogUnavailable, TimeoutError) as e:
+                if now() >= good_until:
+                    log.warning("lease not renewed within its TTL", extra={"loop": self.loop, "error": repr(e)})
                     return
+                due = now() + self.poll_s  # e.g. refused at once (JetStream not ready): soon again
                 continue
             if not revision:
                 log.warning("lease taken by another process", extra={"loop": self.loop})
@@ -221,6 +234,7 @@ class Lease:
             self.revision = revision
             if renewed:  # when our late renewal landed is unknown: its TTL is not counted
                 good_until = sent + self.ttl_s
+            due = sent + self.ttl_s / 3
 
     async def release(self) -> None:
         """When a term ends: mark the key deleted (if we still hold it) so a standby wins now rather
@@ -230,11 +244,14 @@ class Lease:
             with contextlib.suppress(LogUnavailable):
                 await self._put(revision, {"KV-Operation": "DEL"})
 
-    async def _put(self, expect: int, extra: dict[str, str] | None = None) -> tuple[bool, int]:
-        """(True, new revision) or (False, the key's current revision)."""
+    async def _put(self, expect: int, extra: dict[str, str] | None = None,
+                   within_s: float | None = None) -> tuple[bool, int]:
+        """(True, new revision) or (False, the key's current revision); answered within `within_s`
+        (default TTL/3)."""
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": self._ttl, **(extra or {})}
         try:
-            msg = await self.nc.request(self.subject, self.holder.encode(), timeout=self.ttl_s / 3, headers=headers)
+            msg = await self.nc.request(self.subject, self.holder.encode(), headers=headers,
+                                        timeout=self.ttl_s / 3 if within_s is None else within_s)
         except (nats.errors.Error, TimeoutError) as e:
             raise LogUnavailable(repr(e)) from e
         try:
@@ -314,24 +331,45 @@ class Leadership:
     async def run(self, lead: Lead) -> None:
         while True:
             revision = await self.lease.acquire()
+            # Renewals start at the win, not once in office: catching up with a long log on a loaded
+            # process can take longer than the TTL, and a key that lapsed meanwhile ended the term
+            # as soon as it had begun (a full pass for nothing, and another election).
+            keeping = asyncio.ensure_future(self.lease.keep())
             try:
-                self.term = await self._take_office(revision)
-            except (Deposed, LogUnavailable) as e:
-                log.info("could not take office", extra={"loop": self.loop, "error": str(e)})
-                await self.lease.release()
-                continue
-            LEADER.labels(loop=self.loop).set(1)
-            LEADER_CHANGES.labels(loop=self.loop).inc()
-            log.info("leading", extra={"loop": self.loop, "term": revision, "seq": self.term.seq})
-            try:
-                await self._serve(lead(Writer(self.log, f"{self.actor}:{revision}", self.term)))
+                try:
+                    self.term = await self._take_office(revision, keeping)
+                except (Deposed, LogUnavailable) as e:
+                    log.info("could not take office", extra={"loop": self.loop, "error": str(e)})
+                    continue
+                LEADER.labels(loop=self.loop).set(1)
+                LEADER_CHANGES.labels(loop=self.loop).inc()
+                log.info("leading", extra={"loop": self.loop, "term": revision, "seq": self.term.seq})
+                try:
+                    await self._serve(lead(Writer(self.log, f"{self.actor}:{revision}", self.term)), keeping)
+                finally:
+                    LEADER.labels(loop=self.loop).set(0)
+                    self.term = None
+                log.info("standing by", extra={"loop": self.loop, "term": revision})
             finally:
-                LEADER.labels(loop=self.loop).set(0)
-                self.term = None
+                keeping.cancel()
+                await asyncio.gather(keeping, return_exceptions=True)
                 await self.lease.release()
-            log.info("standing by", extra={"loop": self.loop, "term": revision})
 
-    async def _take_office(self, revision: int) -> Term:
+    async def _take_office(self, revision: int, keeping: asyncio.Future[None]) -> Term:
+        """`_write_term`, unless the lease is lost first (`keeping` ends)."""
+        office = asyncio.ensure_future(self._write_term(revision))
+        try:
+            either: list[asyncio.Future[Any]] = [office, keeping]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not office.done():
+                office.cancel()
+                await asyncio.gather(office, return_exceptions=True)
+        if office.cancelled():
+            raise LogUnavailable("the lease was lost while taking office")
+        return office.result()
+
+    async def _write_term(self, revision: int) -> Term:
         """Catch up with the whole log, then write `LeaderElected` after the last term entry, which
         must be older: terms only grow in the log, so fencing on ours shuts out every earlier one."""
         scope = subjects.leader_term(self.loop)
@@ -349,12 +387,12 @@ class Leadership:
                 await self.projection.wait_for(result)
                 return Term(self.loop, revision, result)
 
-    async def _serve(self, work: Awaitable[None]) -> None:
-        """Until the lease is lost, a newer term shows up in the log, or the work stops (a fenced
-        write refused raises `Deposed` out of it); the others are cancelled at once."""
+    async def _serve(self, work: Awaitable[None], keeping: asyncio.Future[None]) -> None:
+        """Until the lease is lost (`keeping` ends), a newer term shows up in the log, or the work
+        stops (a fenced write refused raises `Deposed` out of it); the others are cancelled at once."""
         self._newer.clear()
-        tasks = [asyncio.ensure_future(work), asyncio.ensure_future(self.lease.keep()),
-                 asyncio.ensure_future(self._newer.wait())]
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(work), keeping,
+                                            asyncio.ensure_future(self._newer.wait())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -118,13 +118,26 @@ class Contender:
             self.stopped.set()
 
 
-async def _contender(url: str, name: str, ttl_s: int = 1) -> tuple[Client, Contender]:
+class _LaggingProjection(Projection):
+    """A projection that catches up `lag_s` late the first time it is waited for, as a loaded
+    process folding a long log does when it has just won the lease."""
+
+    lag_s = 0.0
+
+    async def wait_for(self, seq: int) -> None:
+        lag, self.lag_s = self.lag_s, 0.0
+        await asyncio.sleep(lag)
+        await super().wait_for(seq)
+
+
+async def _contender(url: str, name: str, ttl_s: int = 1, lag_s: float = 0.0) -> tuple[Client, Contender]:
     nc = await connect([url], name)
     await ensure_stream(nc, "SHOAL")
     await ensure_bucket(nc)
     log = JetStreamLog(nc, "SHOAL", ack_timeout=1.0)
-    projection = Projection(log)
+    projection = _LaggingProjection(log)
     await projection.start()
+    projection.lag_s = lag_s
     lease = Lease(nc, "orchestrator", name, ttl_s=ttl_s)
     return nc, Contender(Leadership(lease, log, projection, "orchestrator"), projection)
 
@@ -253,12 +266,14 @@ async def test_a_leader_whose_event_loop_is_stuck_lets_the_lease_go(nats: NatsSe
 
 
 class _Relay:
-    """A TCP relay to the server whose connections can be cut one at a time, new ones refused."""
+    """A TCP relay to the server whose connections can be cut one at a time, new ones refused, or
+    slowed down (every byte each way held for `delay_s[link]`, in order)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.server: asyncio.Server | None = None
         self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self.delay_s: list[float] = []
         self.pipes: set[asyncio.Task[None]] = set()
         self.linked = asyncio.Condition()
 
@@ -268,18 +283,32 @@ class _Relay:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        link = len(self.links)
         self.links.append((writer, up_writer))
+        self.delay_s.append(0.0)
         async with self.linked:
             self.linked.notify_all()
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.ensure_future(self._pipe(src, dst))
-            self.pipes.add(pipe)
-            pipe.add_done_callback(self.pipes.discard)
+            held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            for pipe in (asyncio.ensure_future(self._read(src, held, link)),
+                         asyncio.ensure_future(self._write(held, dst))):
+                self.pipes.add(pipe)
+                pipe.add_done_callback(self.pipes.discard)
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _read(self, src: asyncio.StreamReader, held: asyncio.Queue[tuple[float, bytes]], link: int) -> None:
         with contextlib.suppress(OSError):
             while data := await src.read(65536):
+                held.put_nowait((time.monotonic() + self.delay_s[link], data))
+        held.put_nowait((0.0, b""))
+
+    @staticmethod
+    async def _write(held: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                due, data = await held.get()
+                if not data:
+                    break
+                await asyncio.sleep(due - time.monotonic())
                 dst.write(data)
                 await dst.drain()
         dst.close()
@@ -304,26 +333,61 @@ class _Relay:
                 w.close()
 
 
-async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_keeper_is_connected(
-        nats: NatsServer) -> None:
-    """The keeper renews on a connection of its own (perhaps to another server of a cluster); a
-    leader that can no longer read or write over its own connection must not hold the lease."""
+@contextlib.asynccontextmanager
+async def _relayed_leader(nats: NatsServer) -> AsyncIterator[tuple[_Relay, Contender, Contender]]:
+    """A leader connected through a relay (link 0 its own connection, link 1 its keeper's), and a
+    standby connected directly, contending."""
     relay = _Relay(nats.port)
-    leader_nc, leader = await _contender(await relay.open(), "cut-off")
+    leader_nc, leader = await _contender(await relay.open(), "relayed")
     standby_nc, standby = await _contender(nats.url, "standby")
     try:
         leader.start()
         await _one_leader([leader])
-        async with asyncio.timeout(5):  # the keeper connects once the term has begun
+        async with asyncio.timeout(5):  # the keeper connects once the lease is won
             await relay.wait_links(2)
         standby.start()
+        yield relay, leader, standby
+    finally:
+        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
+            await c.stop()
+            with contextlib.suppress(OSError):  # a cut connection cannot flush on close
+                await nc.close()
+        await relay.close()
+
+
+async def test_a_leader_cut_off_from_the_server_lets_the_lease_go_though_its_keeper_is_connected(
+        nats: NatsServer) -> None:
+    """The keeper renews on a connection of its own (perhaps to another server of a cluster); a
+    leader that can no longer read or write over its own connection must not hold the lease."""
+    async with _relayed_leader(nats) as (relay, leader, standby):
         relay.cut(0)  # the leader's own connection: it cannot reconnect; the keeper's stays up
         async with asyncio.timeout(10):
             await standby.leading.wait()
             await leader.stopped.wait()
+
+
+async def test_a_leader_whose_renewals_answer_slowly_keeps_its_term(nats: NatsServer) -> None:
+    """A loaded server or process answers a renewal late: with 0.2 s each way (a 0.4 s round trip,
+    more than TTL/3) every renewal still lands well within the TTL, so the term must not end."""
+    async with _relayed_leader(nats) as (relay, leader, standby):
+        relay.delay_s[1] = 0.2  # the keeper's connection only: the leader's own stays quick
+        await asyncio.sleep(5)
+        assert leader.leading.is_set() and not leader.stopped.is_set(), "a slow renewal ended the term"
+        assert not standby.leading.is_set()
+
+
+async def test_a_leader_slow_to_catch_up_when_it_wins_keeps_the_term(nats: NatsServer) -> None:
+    """The lease is renewed from the moment it is won: a catch-up longer than the TTL before the
+    term is written must not let the key lapse and end the term as soon as it has begun."""
+    nc, leader = await _contender(nats.url, "lagging", lag_s=2.5)
+    try:
+        leader.start()
+        await _one_leader([leader])
+        assert leader.writer is not None and leader.writer.term is not None
+        term = leader.writer.term.term
+        await asyncio.sleep(2)
+        assert leader.leading.is_set() and not leader.stopped.is_set(), "the term ended as it began"
+        assert leader.writer.term is not None and leader.writer.term.term == term
     finally:
-        for c, nc in ((leader, leader_nc), (standby, standby_nc)):
-            await c.stop()
-            with contextlib.suppress(OSError):  # the cut connection cannot flush on close
-                await nc.close()
-        await relay.close()
+        await leader.stop()
+        await nc.close()

@@ -122,7 +122,7 @@ async def _refuse_an_old_layout(js: JetStreamContext, name: str, existing: api.S
 
 
 async def _holds_tasks(js: JetStreamContext, name: str) -> bool:
-    """One lookup on a literal prefix: cheap whatever the stream holds."""
+    """One lookup of the last entry under `shoal.evt.task.>`, done once per stream not yet marked."""
     try:
         await js.get_last_msg(name, TASKS)
     except nats.js.errors.NotFoundError:

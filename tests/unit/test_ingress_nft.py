@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from services.agent.ingress import nft
+from services.agent.ingress import kernel, nft
+from services.agent.ingress.kernel import NftError
 from services.agent.ingress.table import Backend, Route
 
 WEB = Route("tcp", 30001, "s1", "web", (Backend("n1", "t1", "127.0.0.1", 41000),
@@ -83,3 +86,11 @@ def test_backends_on_nodes_without_an_ipv4_address_are_left_out_not_the_whole_ta
     assert _chain(text, "output")[1:] == ["ip daddr 127.0.0.1 tcp dport 30001 goto route_tcp_30001",
                                           "ip daddr 127.0.0.1 udp dport 30053 reject"]
     assert [b.task_id for b in nft.unreachable(table)] == ["t6", "th", "t7"]
+
+
+async def test_an_nft_that_cannot_be_started_is_a_refused_transaction_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The mesh logs and retries an `NftError`; any other exception would end the agent."""
+    monkeypatch.setattr(kernel, "NFT", str(tmp_path / "nft"))
+    with pytest.raises(NftError, match="cannot run"):
+        await kernel.run_nft("list tables\n")

@@ -30,8 +30,11 @@ async def run_nft(script: str) -> None:
     """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
     stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
     next one (the table's removal at stop) and leave the table behind."""
-    proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:  # e.g. nft removed since the start check, or no fork to be had: retried like a refusal
+        proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    except OSError as e:
+        raise NftError(f"cannot run {NFT}: {e}") from e
     try:
         _, err = await proc.communicate(script.encode())
     except asyncio.CancelledError:

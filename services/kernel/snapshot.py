@@ -23,7 +23,6 @@ from services.kernel.state import Cluster, ClusterState, Leader
 log = logging.getLogger(__name__)
 
 
-
 def bucket(stream: str) -> str:
     """The object store of a stream's snapshots, `SHOAL_SNAPSHOTS` for the default stream: one per
     stream, because a snapshot's sequence means something only in the log it was taken from (a

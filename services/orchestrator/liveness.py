@@ -3,10 +3,10 @@ and `ready` again once it is heard from (swarm-behaviour 2.7, with a 1 s period 
 
 Heartbeats are not in the log, so who was heard when lives only in this process. A process that just
 started (or just became leader) starts every node's timer fresh rather than declaring the whole
-cluster dead: it has simply not listened yet. Nor does it know yet how often a node it has not heard
-speaks, so until it hears it the node has the grace of the period the log records (the agents' longest,
-`cluster_spec.py`), never less than the one the node itself announced: agents on a 10 s period are
-not down 3 s after every leader change.
+cluster dead: it has simply not listened yet. A node it heard while standing by keeps the grace its
+agent announced; one it never heard speaks at a period it does not know, so until heard it has the
+grace of the period the log records (the agents' longest, `cluster_spec.py`): agents on a 10 s period
+are not down 3 s after every leader change.
 
 For the same reason an overloaded process does not declare nodes down for heartbeats it has been
 sent but not read yet (they wait on its connection behind log entries): a node is down only once
@@ -70,8 +70,8 @@ class Liveness:
     def restart(self, now_ns: int) -> None:
         """A new leader counts every node's silence from now: what it heard while standing by may
         be stale (it may have been cut off itself), and declaring nodes down on that is worse. Each
-        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s),
-        or has the recorded period's until heard (`node_status`)."""
+        node keeps the grace its agent announced (an agent beating every 5 s is not down after 3 s);
+        one never heard has the recorded period's until heard (`node_status`)."""
         self.default = Seen(now_ns, self.default.grace_ns)
         self.missed_until(now_ns)
 

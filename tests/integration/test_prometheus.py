@@ -34,7 +34,15 @@ async def scraped(tmp_path: Path) -> AsyncIterator[tuple[LocalCluster, str]]:
 
 
 async def _scenario(cluster: LocalCluster) -> None:
-    """Tasks running, one pending for a reason, one node down: every panel has something to show."""
+    """Tasks running, one pending for a reason, one node down: every panel has something to show.
+    Both nodes must have joined before agent-2 stops: the tasks can all be running on agent-1 while
+    agent-2 is still starting, and an agent stopped before it joins leaves no node to go down."""
+
+    async def joined() -> bool:
+        nodes: list[dict[str, Any]] = await api_get(cluster.api_url, "/nodes")
+        return [n["Status"]["State"] for n in nodes] == ["ready", "ready"]
+
+    await eventually(joined, 60, "both agents' nodes ready")
     async with aiohttp.ClientSession() as session:
         for spec in (WEB, PINNED):
             async with session.post(f"{cluster.api_url}/v1.41/services/create", json=spec) as resp:
@@ -50,7 +58,10 @@ async def _scenario(cluster: LocalCluster) -> None:
     async def node_down() -> bool:
         return any(n["Status"]["State"] == "down" for n in await api_get(cluster.api_url, "/nodes"))
 
-    await eventually(node_down, 60, "agent-2's node marked down")
+    try:
+        await eventually(node_down, 60, "agent-2's node marked down")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the orchestrator's log:\n{cluster.log('orchestrator')}") from None
 
 
 async def _without_data(url: str, queries: list[str]) -> list[str]:

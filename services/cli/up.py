@@ -30,7 +30,7 @@ from services.cli.plan import EXECUTORS, Options, nats_configs, plan
 from services.cli.supervisor import NotReady, Supervisor
 from services.kernel import logs
 from services.kernel.config import DEFAULT_STREAM, env
-from services.kernel.jetstream import OldSubjectLayout, check_stream, connect
+from services.kernel.jetstream import StreamRefused, check_stream, connect
 from services.kernel.process import when_jetstream_answers
 
 log = logging.getLogger(__name__)
@@ -210,12 +210,13 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
 
 
 async def _refuse_an_old_stream(options: Options) -> None:
-    """Every process refuses a stream an earlier Shoal wrote tasks into, and would be restarted
-    forever behind a banner saying Shoal is up: stop with the processes' message instead."""
+    """Every process refuses a stream an earlier Shoal wrote tasks into, or one it cannot create beside
+    another cluster's, and would be restarted forever behind a banner saying Shoal is up: stop with
+    the processes' message instead."""
     nc = await connect(options.nats_urls, "up")
     try:
         await when_jetstream_answers(lambda: check_stream(nc, env("SHOAL_STREAM", DEFAULT_STREAM)))
-    except OldSubjectLayout as e:
+    except StreamRefused as e:
         raise Refused(str(e)) from None
     finally:
         await nc.close()

@@ -56,10 +56,19 @@ class ServerTooOld(RuntimeError):
     pass
 
 
-class OldSubjectLayout(RuntimeError):
+class StreamRefused(RuntimeError):
+    """No process may use the stream it was given; the message says what the operator can do."""
+
+
+class OldSubjectLayout(StreamRefused):
     """The stream holds task entries written by an earlier Shoal, under `task.<node>.<task>`: every
     compare-and-set on those tasks would be scoped to `task.<task>.>`, miss their entries and
     conflict forever, so no process may write to it."""
+
+
+class SubjectsTaken(StreamRefused):
+    """Another stream on the server holds Shoal's subjects: a stream's subjects may not overlap another's,
+    so one NATS server (one JetStream account) holds one Shoal cluster's log."""
 
 
 async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_window_s: float = 120) -> None:
@@ -86,6 +95,7 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
     try:
         existing = await js.stream_info(name)
     except nats.js.errors.NotFoundError:
+        await _refuse_another_clusters(js, name)
         await js.add_stream(config)
         log.info("stream created", extra={"stream": name, "replicas": replicas})
         return
@@ -97,14 +107,29 @@ async def ensure_stream(nc: Client, name: str, replicas: int = 1, duplicate_wind
 
 
 async def check_stream(nc: Client, name: str) -> None:
-    """`OldSubjectLayout` as `ensure_stream` would raise it, creating and changing nothing: `shoal up`
+    """`StreamRefused` as `ensure_stream` would raise it, creating and changing nothing: `shoal up`
     asks before it says the cluster is up, as its supervisor would restart refused processes forever."""
     js = nc.jetstream()
     try:
         existing = await js.stream_info(name)
     except nats.js.errors.NotFoundError:
+        await _refuse_another_clusters(js, name)
         return
     await _refuse_an_old_layout(js, name, existing)
+
+
+async def _refuse_another_clusters(js: JetStreamContext, name: str) -> None:
+    """`SubjectsTaken` if another stream holds Shoal's subjects, as the server would refuse to create
+    `name` (and a process retrying the creation would wait for ever, saying only that JetStream balks)."""
+    try:
+        other = await js.find_stream_name_by_subject(ALL)
+    except nats.js.errors.NotFoundError:
+        return
+    raise SubjectsTaken(
+        f"cannot create stream {name}: stream {other} on this NATS server already holds Shoal's subjects "
+        f"({ALL}), and one server holds one Shoal cluster's log. Use that cluster (--stream {other} / "
+        f"SHOAL_STREAM={other}), or remove it and its snapshots (`nats stream rm {other}`, "
+        f"`nats object rm {snapshot.bucket(other)}`), or use another NATS server.")
 
 
 async def _refuse_an_old_layout(js: JetStreamContext, name: str, existing: api.StreamInfo) -> dict[str, str]:
@@ -115,9 +140,9 @@ async def _refuse_an_old_layout(js: JetStreamContext, name: str, existing: api.S
             f"stream {name} holds task entries in an earlier subject layout ({LAYOUT_KEY}="
             f"{metadata.get(LAYOUT_KEY, 'task.<node>.<task>')!r}); this Shoal writes {LAYOUT!r} "
             f"(shoal.evt.task.<task>.<node>.<leaf>) and cannot change those tasks. Stop every Shoal "
-            f"process and start on a new stream (--stream / SHOAL_STREAM), or remove this one and its "
-            f"snapshots (`nats stream rm {name}`, `nats object rm {snapshot.bucket(name)}`) and create the "
-            f"services again.")
+            f"process, remove this stream and its snapshots (`nats stream rm {name}`, "
+            f"`nats object rm {snapshot.bucket(name)}`) and create the services again, or start the "
+            f"new cluster on another NATS server (`shoal up --state-dir` on a new directory starts one).")
     return metadata
 
 

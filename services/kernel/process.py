@@ -20,7 +20,7 @@ from nats.aio.client import Client
 
 from services.kernel import eventloop, logs, tracing
 from services.kernel.config import Common, add_common
-from services.kernel.jetstream import JetStreamLog, OldSubjectLayout, ServerTooOld, connect, ensure_stream
+from services.kernel.jetstream import JetStreamLog, ServerTooOld, StreamRefused, connect, ensure_stream
 from services.kernel.metrics import NATS_RECONNECTS, serve_metrics
 from services.kernel.snapshot import ObjectStoreSnapshots
 
@@ -60,7 +60,7 @@ def run(name: str, service: Service, add_args: Callable[[argparse.ArgumentParser
             runner.run(_main(name, common, service, args))
     except KeyboardInterrupt:
         pass
-    except (OldSubjectLayout, ServerTooOld) as e:  # what to do is in the message: no traceback to read past
+    except (StreamRefused, ServerTooOld) as e:  # what to do is in the message: no traceback to read past
         log.error("cannot start", extra={"reason": str(e)})
         sys.exit(1)
     except Exception:

@@ -12,7 +12,15 @@ import pytest
 
 from services.kernel import snapshot, subjects
 from services.kernel.eventlog import Append
-from services.kernel.jetstream import LAYOUT_KEY, JetStreamLog, OldSubjectLayout, connect, ensure_stream
+from services.kernel.jetstream import (
+    LAYOUT_KEY,
+    JetStreamLog,
+    OldSubjectLayout,
+    SubjectsTaken,
+    check_stream,
+    connect,
+    ensure_stream,
+)
 from services.kernel.snapshot import ObjectStoreSnapshots
 from services.kernel.state import ClusterState
 from tests.nats_server import NatsServer
@@ -45,8 +53,27 @@ async def test_a_process_refuses_to_start_on_it_and_says_what_to_do(nats: NatsSe
         stdout=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
-    assert b"earlier subject layout" in err and b"start on a new stream (--stream / SHOAL_STREAM)" in err
+    assert b"earlier subject layout" in err and b"remove this stream and its snapshots" in err
     assert b"Traceback" not in err  # the message is the whole story
+
+
+async def test_a_process_given_a_second_stream_on_the_server_is_refused_and_told_which_holds_the_log(
+        nats: NatsServer) -> None:
+    """Streams' subjects may not overlap and every Shoal stream holds `shoal.evt.>`: a process given
+    another stream name stops with a message naming the stream that holds the log, instead of retrying
+    a creation the server refuses for ever."""
+    nc = await connect([nats.url], "first")
+    await ensure_stream(nc, "SHOAL")
+    with pytest.raises(SubjectsTaken, match="stream SHOAL on this NATS server already holds"):
+        await check_stream(nc, "SHOAL2")  # what `shoal up` asks before it says the cluster is up
+    await nc.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.scheduler", "--nats", nats.url, "--stream", "SHOAL2",
+        stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert b"cannot create stream SHOAL2: stream SHOAL on this NATS server" in err
+    assert b"--stream SHOAL / SHOAL_STREAM=SHOAL" in err and b"Traceback" not in err
 
 
 async def test_a_cluster_started_on_a_new_stream_does_not_resume_from_the_old_streams_snapshots(

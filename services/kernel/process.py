@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from services.kernel.config import Common, add_common
 from services.kernel.jetstream import JetStreamLog, ServerTooOld, StreamRefused, connect, ensure_stream
 from services.kernel.metrics import NATS_RECONNECTS, serve_metrics
 from services.kernel.snapshot import ObjectStoreSnapshots
+from services.kernel.stopping import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,8 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
     log.info("metrics listening", extra={"addr": metrics_addr})
     main = asyncio.current_task()
     assert main is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, main.cancel)
+    stopper = Stopper(main)
+    stopper.install()
     nc = await _connect(common.servers, name)
     try:
         await when_jetstream_answers(lambda: ensure_stream(nc, common.stream, common.replicas))
@@ -85,6 +84,7 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
                      metrics_addr=metrics_addr)
         await service(rt, args)
     except asyncio.CancelledError:
+        stopper.stopping = True
         log.info("stopping")
     finally:
         await _close(nc)

@@ -27,16 +27,30 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 
 async def agent(cluster: LocalCluster, state_dir: Path, token: str, hostname: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.agent", "--nats", cluster.nats_url, "--metrics-addr", "127.0.0.1:0",
-        "--executor", "sim", "--state-dir", str(state_dir), "--hostname", hostname, "--token", token,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    """An agent process logging to `<state_dir>.log`: a pipe nobody reads while it runs would fill and
+    block its loop mid-log, so that it neither joins nor stops."""
+    with state_dir.with_suffix(".log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.agent", "--nats", cluster.nats_url, "--metrics-addr", "127.0.0.1:0",
+            "--executor", "sim", "--state-dir", str(state_dir), "--hostname", hostname, "--token", token,
+            stdout=asyncio.subprocess.DEVNULL, stderr=log)
 
 
-async def refused(proc: asyncio.subprocess.Process) -> str:
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == EXIT_REFUSED, err.decode()[-2000:]
-    return err.decode()
+async def refused(proc: asyncio.subprocess.Process, state_dir: Path) -> str:
+    await asyncio.wait_for(proc.wait(), 30)
+    err = state_dir.with_suffix(".log").read_text()
+    assert proc.returncode == EXIT_REFUSED, err[-2000:]
+    return err
+
+
+async def stop(proc: asyncio.subprocess.Process, state_dir: Path) -> None:
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        log = state_dir.with_suffix(".log").read_text()[-3000:]
+        raise AssertionError(f"agent {state_dir.name} did not stop within 30 s of SIGTERM:\n{log}") from None
 
 
 async def roles(cluster: LocalCluster) -> dict[str, str]:
@@ -53,7 +67,7 @@ async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalC
     await eventually(first_agent_joined, what=f"agent-1 joins as a manager:\n{cluster.log('agent-1')}")
 
     wrong = await agent(cluster, tmp_path / "wrong", "SWMTKN-1-nope-nope", "wrong")
-    assert "join token refused" in await refused(wrong)
+    assert "join token refused" in await refused(wrong, tmp_path / "wrong")
 
     swarm = await api_get(cluster.api_url, "/swarm")
     old = swarm["JoinTokens"]["Worker"]
@@ -64,18 +78,21 @@ async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalC
     new = (await tokens(cluster))["Worker"]
     assert new != old
     rotated = await agent(cluster, tmp_path / "rotated", old, "rotated")
-    assert "was rotated or is mistyped" in await refused(rotated)
+    assert "was rotated or is mistyped" in await refused(rotated, tmp_path / "rotated")
 
     manager = await agent(cluster, tmp_path / "manager", (await tokens(cluster))["Manager"], "mgr2")
     worker = await agent(cluster, tmp_path / "worker", new, "wrk")
     try:
         async def both_joined() -> bool:
             return await roles(cluster) == {"test-1": "manager", "mgr2": "manager", "wrk": "worker"}
-        await eventually(both_joined, what="the new agents join in their tokens' roles")
+        try:
+            await eventually(both_joined, what="the new agents join in their tokens' roles")
+        except AssertionError as e:
+            logs = "\n".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("manager", "worker"))
+            raise AssertionError(f"{e}\n{logs}") from None
     finally:
-        for proc in (manager, worker):
-            proc.terminate()
-            await proc.wait()
+        await stop(manager, tmp_path / "manager")
+        await stop(worker, tmp_path / "worker")
     events = await _log_types(cluster)
     assert events.count("NodeJoined") == 3
 

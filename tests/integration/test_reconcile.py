@@ -252,7 +252,7 @@ class _Recorded:
     ticks: set[int] = field(default_factory=set)
     written: int = 0
 
-    def loop(self, projection: Projection, writer: Writer, chunk_tasks: int) -> Reconciler:
+    def loop(self, projection: Projection, writer: Writer, chunk_tasks: int, chunk_services: int) -> Reconciler:
         inner = orchestrator.reconciler(projection, writer, Settings())
 
         def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
@@ -263,7 +263,8 @@ class _Recorded:
         def appended(intents: Sequence[Intent], results: Sequence[AppendResult]) -> None:
             self.written = max([self.written, *(r for r in results if isinstance(r, int))])
 
-        return Reconciler("orchestrator", projection, writer, decide, after_append=appended, chunk_tasks=chunk_tasks)
+        return Reconciler("orchestrator", projection, writer, decide, after_append=appended,
+                          chunk_tasks=chunk_tasks, chunk_services=chunk_services)
 
     async def tick(self) -> None:
         while True:
@@ -280,11 +281,13 @@ async def test_a_pass_over_many_services_is_decided_in_chunks_that_let_other_wor
     services = [f"s{i:02}" for i in range(20)]
     await c.append(node("n1"), *(ServiceCreated(service_id=s, spec=msgspec.structs.replace(web(10), name=s))
                                  for s in services))
-    for chunk_tasks, chunks in ((5, 4), (50, 4)):  # empty services weigh 1, then each weighs 1 + its 10 tasks
+    # new services: 5 per chunk by count; then by their tasks, 10 each (a chunk closes at 40 or more)
+    for chunk_tasks, chunk_services, chunks in ((2000, 5, 4), (40, 20, 5)):
         rec = _Recorded()
         ticker = asyncio.create_task(rec.tick())
         try:
-            await c.start("orchestrator", functools.partial(rec.loop, chunk_tasks=chunk_tasks))
+            await c.start("orchestrator", functools.partial(rec.loop, chunk_tasks=chunk_tasks,
+                                                            chunk_services=chunk_services))
             await c.until("every replica created", lambda: len(c.state.tasks) == 200)
             await asyncio.sleep(0.2)
         finally:
@@ -292,7 +295,7 @@ async def test_a_pass_over_many_services_is_decided_in_chunks_that_let_other_wor
             await c.stop("orchestrator")
         first_pass = rec.calls[:chunks]
         assert sorted(s for chunk in first_pass for s in chunk) == services
-        assert [len(chunk) for chunk in first_pass] == [5] * chunks
+        assert [len(chunk) for chunk in first_pass] == [20 // chunks] * chunks
         assert set(range(1, chunks)) <= rec.ticks, "nothing else ran between the chunks"
         assert all(rec.saw_own_writes), rec.saw_own_writes
         assert len(c.state.tasks) == 200

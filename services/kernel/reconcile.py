@@ -8,6 +8,15 @@ Work is proportional to what changed: the fold marks the services and nodes each
 a pass decides for those only. The first pass, after the projection has caught up, covers everything
 so whatever a previous leader missed is done now.
 
+A pass never holds the event loop for long: it decides its services in chunks of about `CHUNK_TASKS`
+tasks or `CHUNK_SERVICES` services (a new service has no tasks yet, but deciding it creates them all),
+each chunk decided on one view, appended, and waited for like a pass of its own, so the
+projection folds, the lease keeper sees a live loop and the connection is read between them. (A
+first pass over 100,000 tasks, decided at once, held the orchestrator's loop for over 10 s on a
+starved core, long enough for it to give up its lease.) Deciding for a subset of the services is
+what every incremental pass does already; the touched nodes go with the first chunk, so the
+scheduler's per-node tallies are current before it places anything.
+
 Each pass continues the traces of the events that caused it (`traces.py`): the intents it appends
 carry a `traceparent` whose parent is the event they react to, so one request is one trace across
 every process.
@@ -31,6 +40,11 @@ from services.kernel.traces import Continuations, TraceIndex
 from services.kernel.writer import Intent, Writer
 
 log = logging.getLogger(__name__)
+
+CHUNK_TASKS = 2000
+"""Tasks (of the services decided) per chunk of a pass: ~0.1 s of deciding on a loaded core."""
+CHUNK_SERVICES = 20
+"""Services per chunk at most: 20 new services of 100 replicas are 2,000 tasks to create."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -87,6 +101,8 @@ class Reconciler:
         gather_s: float = 0.05,
         settle_warn_s: float = 5.0,
         retry_s: float = 0.5,
+        chunk_tasks: int = CHUNK_TASKS,
+        chunk_services: int = CHUNK_SERVICES,
     ) -> None:
         self.name = name
         self.projection = projection
@@ -98,6 +114,8 @@ class Reconciler:
         """How long a woken pass may wait for entries already in the log, so one pass sees a whole burst."""
         self.settle_warn_s = settle_warn_s
         self.retry_s = retry_s
+        self.chunk_tasks = chunk_tasks
+        self.chunk_services = chunk_services
         self._timers: list[Timer] = []
         self._armed: set[Timer] = set()
         if projection.traces is None:
@@ -162,6 +180,14 @@ class Reconciler:
         return due
 
     async def _pass(self, services: set[str], nodes: set[str]) -> None:
+        """Chunk by chunk; between chunks the loop runs everything else that is ready (a chunk that
+        appended has already waited for its writes to be folded, which yields too)."""
+        for n, chunk in enumerate(chunks(self.projection.state, services, self.chunk_tasks, self.chunk_services)):
+            if n:
+                await asyncio.sleep(0)
+            await self._decide(chunk, nodes if n == 0 else set())
+
+    async def _decide(self, services: set[str], nodes: set[str]) -> None:
         started = time.perf_counter()
         spans = Continuations(f"{self.name} decide", self.projection.traces, time.time_ns())
         state = self.projection.state
@@ -226,6 +252,20 @@ class Reconciler:
             except TimeoutError:
                 log.warning("projection has not applied our own writes yet",
                             extra={"loop": self.name, "seq": seq, "applied": self.projection.state.seq})
+
+
+def chunks(state: ClusterState, services: set[str], tasks: int, most: int) -> list[set[str]]:
+    """`services` (sorted, so passes are repeatable) cut into sets of about `tasks` tasks and at most
+    `most` services each; one chunk at least, so a pass for nodes alone still decides."""
+    out: list[set[str]] = [set()]
+    weight = 0
+    for service_id in sorted(services):
+        if weight >= tasks or len(out[-1]) >= most:
+            out.append(set())
+            weight = 0
+        out[-1].add(service_id)
+        weight += len(state.tasks_by_service.get(service_id, ()))
+    return out
 
 
 def _retouch(intent: Intent, state: ClusterState) -> None:

@@ -45,6 +45,13 @@ class Deposed(Exception):
     """A newer leader's term is in the log: this process must stop acting for the loop at once."""
 
 
+def _carried(context: Context | None) -> dict[str, str] | None:
+    """The trace headers of `context` (None: the current one's); None when there is nothing to carry."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=context)
+    return headers or None
+
+
 class Writer:
     """With a `term`, every append is fenced: it goes as atomic batches, each led by a `LeaderWrote`
     entry that compare-and-sets on the term's `LeaderElected` entry. Once a newer leader has written
@@ -56,23 +63,30 @@ class Writer:
         self.term = term
 
     def seal(self, intent: Intent, state: ClusterState, context: Context | None = None) -> Append:
+        return self._seal(intent, state, _carried(context))
+
+    def _seal(self, intent: Intent, state: ClusterState, headers: dict[str, str] | None) -> Append:
         env = Envelope(id=new_id(), time=now(), actor=self.actor, event=intent.event)
-        headers: dict[str, str] = {}
-        propagate.inject(headers, context=context)
         return Append(
             subject=subject_for(intent.event, state),
             data=encode(env),
             msg_id=env.id,
             expect_seq=intent.expect_seq,
             expect_subject=intent.expect_subject,
-            headers=headers or None,
+            headers=headers,
         )
 
     async def append(self, intents: Sequence[Intent], state: ClusterState,
                      contexts: Sequence[Context | None] | None = None) -> list[AppendResult]:
-        """`contexts`, one per intent, names the trace each continues (default: the current one)."""
+        """`contexts`, one per intent, names the trace each continues (default: the current one).
+        A pass's intents share a few contexts, so each is injected once, not once per intent."""
         per_intent = contexts if contexts is not None else [None] * len(intents)
-        appends = [self.seal(i, state, c) for i, c in zip(intents, per_intent, strict=True)]
+        injected: dict[int, dict[str, str] | None] = {}
+        appends = []
+        for intent, context in zip(intents, per_intent, strict=True):
+            if id(context) not in injected:
+                injected[id(context)] = _carried(context)
+            appends.append(self._seal(intent, state, injected[id(context)]))
         results = await (self.log.append(appends) if self.term is None else self._fenced(appends, self.term, state))
         for intent, result in zip(intents, results, strict=True):
             kind = type(intent.event).__name__

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -40,7 +41,7 @@ from schemas.service import (
 )
 from schemas.task import RANK, Task, TaskState, TaskStatus
 from services.kernel import subjects
-from services.kernel.eventlog import EventLog
+from services.kernel.eventlog import AppendResult, EventLog
 from services.kernel.jetstream import JetStreamLog
 from services.kernel.projection import Projection
 from services.kernel.reconcile import Decision, Reconciler
@@ -239,6 +240,66 @@ async def test_a_restarted_orchestrator_converges_without_duplicates(cluster: Cl
     await c.until("4 running", lambda: c.running_slots() == [1, 2, 3, 4])
     await asyncio.sleep(0.2)
     assert len(c.state.tasks) == 4
+
+
+@dataclass
+class _Recorded:
+    """What a chunked loop did: the services each call of `decide` covered, whether each call's view
+    held every write appended before it, and how many calls had been made whenever another coroutine ran."""
+
+    calls: list[set[str]] = field(default_factory=list)
+    saw_own_writes: list[bool] = field(default_factory=list)
+    ticks: set[int] = field(default_factory=set)
+    written: int = 0
+
+    def loop(self, projection: Projection, writer: Writer, chunk_tasks: int, chunk_services: int) -> Reconciler:
+        inner = orchestrator.reconciler(projection, writer, Settings())
+
+        def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+            self.calls.append(set(services))
+            self.saw_own_writes.append(state.seq >= self.written)
+            return inner.decide(state, services, nodes, now_ns)
+
+        def appended(intents: Sequence[Intent], results: Sequence[AppendResult]) -> None:
+            self.written = max([self.written, *(r for r in results if isinstance(r, int))])
+
+        return Reconciler("orchestrator", projection, writer, decide, after_append=appended,
+                          chunk_tasks=chunk_tasks, chunk_services=chunk_services)
+
+    async def tick(self) -> None:
+        while True:
+            self.ticks.add(len(self.calls))
+            await asyncio.sleep(0)
+
+
+async def test_a_pass_over_many_services_is_decided_in_chunks_that_let_other_work_run(cluster: Cluster) -> None:
+    """A new leader's first pass covers every service. Decided at once it held the orchestrator's loop
+    for over 10 s at 100,000 tasks, and the lease keeper let the lease go; in chunks, other coroutines
+    run between them, each chunk decides on a view holding the previous chunk's writes, and no task
+    is created twice."""
+    c = cluster
+    services = [f"s{i:02}" for i in range(20)]
+    await c.append(node("n1"), *(ServiceCreated(service_id=s, spec=msgspec.structs.replace(web(10), name=s))
+                                 for s in services))
+    # new services: 5 per chunk by count; then by their tasks, 10 each (a chunk closes at 40 or more)
+    for chunk_tasks, chunk_services, chunks in ((2000, 5, 4), (40, 20, 5)):
+        rec = _Recorded()
+        ticker = asyncio.create_task(rec.tick())
+        try:
+            await c.start("orchestrator", functools.partial(rec.loop, chunk_tasks=chunk_tasks,
+                                                            chunk_services=chunk_services))
+            await c.until("every replica created", lambda: len(c.state.tasks) == 200)
+            await asyncio.sleep(0.2)
+        finally:
+            ticker.cancel()
+            await c.stop("orchestrator")
+        first_pass = rec.calls[:chunks]
+        assert sorted(s for chunk in first_pass for s in chunk) == services
+        assert [len(chunk) for chunk in first_pass] == [20 // chunks] * chunks
+        assert set(range(1, chunks)) <= rec.ticks, "nothing else ran between the chunks"
+        assert all(rec.saw_own_writes), rec.saw_own_writes
+        assert len(c.state.tasks) == 200
+        assert Counter(t.service_id for t in c.state.tasks.values()) == dict.fromkeys(services, 10)
 
 
 async def test_a_task_too_big_for_every_node_waits_until_one_joins(cluster: Cluster) -> None:

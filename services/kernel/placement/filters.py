@@ -36,7 +36,7 @@ def _ready(ask: Ask, info: NodeInfo) -> bool:
 
 def _fits(ask: Ask, info: NodeInfo) -> bool:
     return (ask.nano_cpus <= info.nano_cpus and ask.memory_bytes <= info.memory_bytes
-            and all(n <= info.generic[kind] for kind, n in ask.generic))
+            and (not ask.generic or all(n <= info.generic[kind] for kind, n in ask.generic)))
 
 
 def _matches(ask: Ask, info: NodeInfo) -> bool:

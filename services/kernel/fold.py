@@ -280,8 +280,7 @@ def _task_created(state: ClusterState, seq: int, env: Envelope, ev: TaskCreated)
         updated_at=env.time,
         status=status if status.timestamp else _replace(status, timestamp=env.time),
     )
-    state.tasks[task.id] = task
-    state.index_task(task)
+    state.add_task(task)
     if state.track_changes:
         state.touch(task.service_id, task.node_id)
     return True
@@ -293,8 +292,7 @@ def _task_assigned(state: ClusterState, seq: int, env: Envelope, ev: TaskAssigne
     if task is None:
         # An agent sees a task first here: its TaskCreated lives on another node's subject.
         task = _replace(ev.task, node_id=ev.node_id, version=Version(seq), updated_at=env.time, status=status)
-        state.tasks[task.id] = task
-        state.index_task(task)
+        state.add_task(task)
     else:
         if RANK[task.status.state] > RANK[TaskState.ASSIGNED] or (task.node_id and task.node_id != ev.node_id):
             return False
@@ -302,7 +300,9 @@ def _task_assigned(state: ClusterState, seq: int, env: Envelope, ev: TaskAssigne
             state.unindex_task(task)
             task.node_id = ev.node_id
             state.index_task(task)
+        observed, desired = task.status.state, task.desired_state
         task.status = status
+        state.recount(task, observed, desired)
         task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
         state.touch(task.service_id, ev.node_id)
@@ -313,9 +313,11 @@ def _task_pending(state: ClusterState, seq: int, env: Envelope, ev: TaskPending)
     task = state.tasks.get(ev.task_id)
     if task is None or RANK[task.status.state] > RANK[TaskState.PENDING]:
         return False
+    observed, desired = task.status.state, task.desired_state
     task.status = TaskStatus(
         timestamp=env.time, state=TaskState.PENDING, message="pending task scheduling", err=ev.err
     )
+    state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     return True
 
@@ -324,7 +326,9 @@ def _task_desired(state: ClusterState, seq: int, env: Envelope, ev: TaskDesiredS
     task = state.tasks.get(ev.task_id)
     if task is None or RANK[ev.desired_state] < RANK[task.desired_state]:
         return False
+    observed, desired = task.status.state, task.desired_state
     task.desired_state = ev.desired_state
+    state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
         state.touch(task.service_id, task.node_id)
@@ -336,7 +340,9 @@ def _task_status(state: ClusterState, seq: int, env: Envelope, ev: TaskStatusCha
     status = ev.status
     if task is None or RANK[status.state] < RANK[task.status.state]:
         return False
+    observed, desired = task.status.state, task.desired_state
     task.status = status if status.timestamp else _replace(status, timestamp=env.time)
+    state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
         state.touch(task.service_id, task.node_id)
@@ -344,10 +350,9 @@ def _task_status(state: ClusterState, seq: int, env: Envelope, ev: TaskStatusCha
 
 
 def _task_removed(state: ClusterState, seq: int, env: Envelope, ev: TaskRemoved) -> bool:
-    task = state.tasks.pop(ev.task_id, None)
+    task = state.remove_task(ev.task_id)
     if task is None:
         return False
-    state.unindex_task(task)
     if state.track_changes:
         state.touch(task.service_id, task.node_id)
     return True

@@ -1,7 +1,8 @@
 """Prometheus metrics shared by every process, and the collector that reads a projection at scrape time.
 
 Counting inside the fold would put a label lookup on the hottest path; instead the fold keeps plain
-counters and this collector turns them (and the state) into metrics only when Prometheus asks.
+counters (events applied, tasks per state and per service: `ClusterState.task_tally`) and this
+collector turns them (and the state) into metrics only when Prometheus asks, without walking the tasks.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from schemas.task import TaskState
 
 if TYPE_CHECKING:
     from services.kernel.projection import Projection
@@ -63,9 +62,10 @@ class ProjectionCollector(Collector):
                                 "Age of the newest applied entry while more are waiting (0 when caught up)",
                                 value=max(behind_s, 0.0))
         tasks = GaugeMetricFamily("shoal_tasks", "Tasks by observed and desired state", labels=["state", "desired"])
-        for (observed, desired), n in Tally((t.status.state.value, t.desired_state.value)
-                                            for t in state.tasks.values()).items():
-            tasks.add_metric([observed, desired], n)
+        for observed, by_desired in state.task_tally.items():
+            for desired, n in by_desired.items():
+                if n:
+                    tasks.add_metric([observed, desired], n)
         yield tasks
         nodes = GaugeMetricFamily("shoal_nodes", "Nodes by state, availability and role",
                                   labels=["state", "availability", "role"])
@@ -74,6 +74,9 @@ class ProjectionCollector(Collector):
         yield nodes
         yield GaugeMetricFamily("shoal_services", "Services", value=len(state.services))
         yield from _per_service(state)
+
+
+_NONE = (0, 0)
 
 
 def _per_service(state: ClusterState) -> Iterator[GaugeMetricFamily]:
@@ -85,11 +88,11 @@ def _per_service(state: ClusterState) -> Iterator[GaugeMetricFamily]:
                                 "Tasks a service should run: its replicas, or for a global service its tasks "
                                 "meant to run", labels=["service"])
     for service in state.services.values():
-        meant = [t for t in state.tasks_of_service(service.id) if t.desired_state == TaskState.RUNNING]
         mode = service.spec.mode
         replicas = mode.replicated.replicas if mode is not None and mode.replicated is not None else None
-        running.add_metric([service.spec.name], sum(1 for t in meant if t.status.state == TaskState.RUNNING))
-        desired.add_metric([service.spec.name], len(meant) if replicas is None else replicas)
+        meant, up = state.service_tasks_running.get(service.id, _NONE)
+        running.add_metric([service.spec.name], up)
+        desired.add_metric([service.spec.name], meant if replicas is None else replicas)
     yield running
     yield desired
 

@@ -66,9 +66,8 @@ def restore(data: bytes) -> ClusterState:
     state.services = {s.id: s for s in snap.services}
     state.service_by_name = {s.spec.name: s.id for s in snap.services}
     state.nodes = {n.id: n for n in snap.nodes}
-    state.tasks = {t.id: t for t in snap.tasks}
     for task in snap.tasks:
-        state.index_task(task)
+        state.add_task(task)
     state.last_service_spec_seq = snap.last_service_spec_seq
     state.leaders = {leader.loop: leader for leader in snap.leaders}
     return state

@@ -3,6 +3,8 @@ skipped, and starting from a snapshot then folding the tail equals replaying eve
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,3 +97,25 @@ def test_task_state_never_moves_backwards(data: list[bytes]) -> None:
             seen[tid] = rank
         for tid in set(seen) - set(state.tasks):
             del seen[tid]
+
+
+def _counted_afresh(state: ClusterState) -> tuple[dict[tuple[str, str], int], dict[str, list[int]]]:
+    tally = Counter((t.status.state.value, t.desired_state.value) for t in state.tasks.values())
+    per_service = {sid: [0, 0] for sid in {t.service_id for t in state.tasks.values()}}
+    for t in state.tasks.values():
+        if t.desired_state == TaskState.RUNNING:
+            per_service[t.service_id][0] += 1
+            per_service[t.service_id][1] += t.status.state == TaskState.RUNNING
+    return dict(tally), per_service
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries, st.integers(min_value=0, max_value=60))
+def test_the_kept_task_tallies_equal_a_fresh_count_after_every_entry(data: list[bytes], cut: int) -> None:
+    """What `/metrics` reports without walking the tasks, also after a snapshot restore."""
+    state = snapshot.restore(snapshot.take(_replay(data[:cut])))
+    for i, raw in enumerate(data[cut:], start=min(cut, len(data)) + 1):
+        apply_raw(state, i, raw)
+        tally = {(o, d): n for o, row in state.task_tally.items() for d, n in row.items() if n}
+        kept = tally, state.service_tasks_running
+        assert kept == _counted_afresh(state)

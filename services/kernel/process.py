@@ -84,7 +84,6 @@ async def _main(name: str, common: Common, service: Service, args: argparse.Name
                      metrics_addr=metrics_addr)
         await service(rt, args)
     except asyncio.CancelledError:
-        stopper.stopping = True
         log.info("stopping")
     finally:
         await _close(nc)

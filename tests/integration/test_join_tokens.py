@@ -91,8 +91,10 @@ async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalC
             logs = "\n".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("manager", "worker"))
             raise AssertionError(f"{e}\n{logs}") from None
     finally:
-        await stop(manager, tmp_path / "manager")
-        await stop(worker, tmp_path / "worker")
+        try:
+            await stop(manager, tmp_path / "manager")
+        finally:
+            await stop(worker, tmp_path / "worker")
     events = await _log_types(cluster)
     assert events.count("NodeJoined") == 3
 

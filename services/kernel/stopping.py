@@ -37,7 +37,7 @@ class Stopper:
     """Owns the signal handlers of one running main task."""
 
     def __init__(self, main: asyncio.Task[None], deadline_s: float = DEADLINE_S,
-                 overdue: Callable[[], None] | None = None) -> None:
+                 overdue: Callable[[], object] | None = None) -> None:
         self.main = main
         self.deadline_s = deadline_s
         self.overdue = overdue or self._exit

@@ -45,8 +45,10 @@ class Stopper:
         self._deadline: threading.Timer | None = None
 
     def install(self) -> None:
+        """Plain Python signal handlers, not the loop's: they run even while the loop is stuck, so the
+        deadline starts whatever the loop is doing (the cancellation still goes through the loop)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.signalled)
+            signal.signal(sig, lambda _sig, _frame: self.signalled())
 
     def signalled(self) -> None:
         if self._deadline is not None:
@@ -55,7 +57,7 @@ class Stopper:
         self._deadline = threading.Timer(self.deadline_s, self.overdue)
         self._deadline.daemon = True
         self._deadline.start()
-        self.main.cancel()
+        self._loop.call_soon_threadsafe(self.main.cancel)
 
     def _exit(self) -> None:
         """On the deadline thread: the loop logs what is pending (if it still runs), then the end."""

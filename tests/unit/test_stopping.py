@@ -58,6 +58,28 @@ def test_a_stop_that_hangs_ends_the_process_after_the_deadline_naming_the_task()
     assert "keeps_going" in done.stderr, "the log names the task that did not stop"
 
 
+BLOCKED = """
+import asyncio, os, signal, time
+from services.kernel.logs import setup
+from services.kernel.stopping import Stopper
+
+async def main() -> None:
+    Stopper(asyncio.current_task(), deadline_s=1.0).install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the loop never comes back
+
+setup("test", "info")
+asyncio.run(main())
+"""
+
+
+def test_a_process_whose_loop_is_stuck_still_ends_after_the_deadline() -> None:
+    done = subprocess.run([sys.executable, "-c", BLOCKED], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == EXIT_STOP_OVERDUE, done.stderr
+    assert "the event loop does not run" in done.stderr
+
+
 def test_a_clean_stop_ends_before_the_deadline() -> None:
     done = _run("stops", swallow=False)
     assert done.returncode == 0, done.stderr

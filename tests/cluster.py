@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from services.agent.executors.docker import DockerExecutor
 from services.agent.executors.process import ProcessExecutor
 from services.agent.identity import NODE_ID_FILE
@@ -72,6 +74,21 @@ class LocalCluster:
     async def start_process(self, name: str) -> int:
         await self.supervisor.start_process(name)
         return await self.supervisor.wait_running(name)
+
+    async def wait_nodes(self, timeout_s: float = 60.0) -> None:
+        """Until every agent's node is ready: a test that creates services first may find them all
+        placed on the agents that joined first, or stop an agent that has not joined yet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        states: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            while states != ["ready"] * self.options.agents:
+                if loop.time() > deadline:
+                    agents = "\n".join(self.log(n, 10) for n in self.names if n.startswith("agent"))
+                    raise AssertionError(f"not every node ready within {timeout_s}s ({states}):\n{agents}")
+                await asyncio.sleep(0.1)
+                async with http.get(f"{self.api_url}/nodes") as r:
+                    states = [n["Status"]["State"] for n in await r.json()] if r.status == 200 else []
 
     async def wait_api(self, timeout_s: float = 30.0) -> None:
         """Until every api instance answers (with several managers, tests use each of them)."""

@@ -38,11 +38,7 @@ async def _scenario(cluster: LocalCluster) -> None:
     Both nodes must have joined before agent-2 stops: the tasks can all be running on agent-1 while
     agent-2 is still starting, and an agent stopped before it joins leaves no node to go down."""
 
-    async def joined() -> bool:
-        nodes: list[dict[str, Any]] = await api_get(cluster.api_url, "/nodes")
-        return [n["Status"]["State"] for n in nodes] == ["ready", "ready"]
-
-    await eventually(joined, 60, "both agents' nodes ready")
+    await cluster.wait_nodes()
     async with aiohttp.ClientSession() as session:
         for spec in (WEB, PINNED):
             async with session.post(f"{cluster.api_url}/v1.41/services/create", json=spec) as resp:

@@ -57,7 +57,7 @@ docker-cli:
 	fi
 
 test: lint docker-cli
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.replay $(BENCH_ARGS)

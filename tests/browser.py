@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+
+from tests.apt import apt_install
 
 PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,9 +22,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def _binaries() -> dict[str, str]:
     missing = [pkg for name, pkg in PACKAGES.items() if shutil.which(name) is None]
     if missing and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=False,
-                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install(*missing, recommends=False)
     found = {name: shutil.which(name) for name in PACKAGES}
     absent = [PACKAGES[name] for name, path in found.items() if path is None]
     if absent:

@@ -76,13 +76,13 @@ class LocalCluster:
         return await self.supervisor.wait_running(name)
 
     async def wait_nodes(self, timeout_s: float = 60.0) -> None:
-        """Until every agent's node is ready: a test that creates services first may find them all
-        placed on the agents that joined first, or stop an agent that has not joined yet."""
+        """Until as many nodes are ready as the cluster has agents: a test that creates services first
+        could find them all placed on the agents that joined first, or stop an agent not joined yet."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         states: list[str] = []
         async with aiohttp.ClientSession() as http:
-            while states != ["ready"] * self.options.agents:
+            while states.count("ready") < self.options.agents:
                 if loop.time() > deadline:
                     agents = "\n".join(self.log(n, 10) for n in self.names if n.startswith("agent"))
                     raise AssertionError(f"not every node ready within {timeout_s}s ({states}):\n{agents}")
@@ -139,7 +139,8 @@ def cluster_options(state_dir: Path, agents: int = 1, executor: str = "sim", eng
 async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim", *, wait_api: bool = True,
                         options: Options | None = None, engine: str = "", managers: int = 1
                         ) -> AsyncIterator[LocalCluster]:
-    """Start a cluster (or resume the one in `state_dir` when `options` repeats earlier ones); stop it after."""
+    """Start a cluster (or resume the one in `state_dir` when `options` repeats earlier ones); stop it after.
+    With `wait_api`, it is handed over once the api answers and every agent's node is ready."""
     options = options or cluster_options(state_dir, agents, executor, engine, managers)
     prepare(options)
     supervisor = Supervisor(plan(options), options.log_dir, backoff=Backoff(initial_s=0.1, max_s=2.0),
@@ -150,6 +151,7 @@ async def local_cluster(state_dir: Path, agents: int = 1, executor: str = "sim",
         if wait_api:
             await cluster.wait_api()
             await write_join_tokens(options)
+            await cluster.wait_nodes()
         yield cluster
     finally:
         await supervisor.stop()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.apt import apt_install
+
 TEST_IMAGE = "shoal-busybox:test"
 _APPLETS = ("sh", "sleep", "httpd", "false", "true", "echo", "cat", "ls", "kill", "wget", "env", "nc")
 
@@ -37,9 +39,7 @@ def _answers(host: str) -> bool:
 def _apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
         raise NoEngine(f"need {' '.join(packages)}: run as root or `apt-get install {' '.join(packages)}`")
-    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], capture_output=True,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    done = apt_install(*packages)
     if done.returncode != 0:
         raise NoEngine(f"apt-get install {' '.join(packages)} failed: {done.stderr.decode()[-500:]}")
 

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from services.cli.monitoring import RULES, prometheus_argv, prometheus_binary, scrape_config
+from tests.apt import apt_lock
 from tests.cluster import LocalCluster, free_ports
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards" / "shoal.json"
@@ -45,9 +46,11 @@ async def prometheus(cluster: LocalCluster, workdir: Path) -> AsyncIterator[str]
     """Prometheus on a free port scraping every process of `cluster` each second; its base URL."""
     config = _write_config(cluster, workdir)
     listen = f"127.0.0.1:{free_ports(1)}"
+    with apt_lock():  # it installs Debian's package when missing
+        binary = prometheus_binary()
     log = (workdir / "prometheus.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        *prometheus_argv(prometheus_binary(), config, workdir / "data", listen), stdout=log, stderr=log)
+        *prometheus_argv(binary, config, workdir / "data", listen), stdout=log, stderr=log)
     url = f"http://{listen}"
     try:
         await _ready(url, workdir / "prometheus.log")

@@ -43,7 +43,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_metrics_after_a_scenario(cluster: LocalCluster) -> None:
-    await cluster.wait_nodes()
     async with aiohttp.ClientSession() as session:
         for spec in (WEB, PINNED):
             async with session.post(f"{cluster.api_url}/v1.41/services/create", json=spec) as resp:

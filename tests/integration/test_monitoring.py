@@ -16,6 +16,7 @@ import pytest
 
 from services.cli.monitoring import job, prometheus_binary, scrape_config
 from services.cli.plan import Options, plan
+from tests.apt import apt_lock
 from tests.cluster import free_ports
 from tests.e2e.cli import eventually
 from tests.prometheus import alert_rules
@@ -62,7 +63,8 @@ async def _targets(url: str) -> list[dict[str, Any]]:
 
 
 async def test_shoal_up_monitoring_runs_prometheus_scraping_every_process(tmp_path: Path) -> None:
-    prometheus_binary()  # installs Debian's package when root, or fails saying how to get it
+    with apt_lock():
+        prometheus_binary()  # installs Debian's package when root, or fails saying how to get it
     base = free_ports(10)
     prom = f"http://127.0.0.1:{base + 9}"
     proc = await asyncio.create_subprocess_exec(

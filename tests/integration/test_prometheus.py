@@ -35,10 +35,8 @@ async def scraped(tmp_path: Path) -> AsyncIterator[tuple[LocalCluster, str]]:
 
 async def _scenario(cluster: LocalCluster) -> None:
     """Tasks running, one pending for a reason, one node down: every panel has something to show.
-    Both nodes must have joined before agent-2 stops: the tasks can all be running on agent-1 while
-    agent-2 is still starting, and an agent stopped before it joins leaves no node to go down."""
-
-    await cluster.wait_nodes()
+    (`local_cluster` hands the cluster over with both nodes joined: an agent stopped before it
+    joins would leave no node to go down.)"""
     async with aiohttp.ClientSession() as session:
         for spec in (WEB, PINNED):
             async with session.post(f"{cluster.api_url}/v1.41/services/create", json=spec) as resp:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
 import signal
 import socket
@@ -106,12 +107,25 @@ class LocalCluster:
 
 def free_ports(count: int, host: str = "127.0.0.1") -> int:
     """The first of `count` consecutive ports that are free now (the plan numbers metrics ports so),
-    below Linux's ephemeral range (32768-60999) so outgoing connections cannot take them meanwhile."""
+    below Linux's ephemeral range (32768-60999) so outgoing connections cannot take them meanwhile,
+    and below Swarm's published range (30000-32767), which clusters assign from."""
+    low, high = _port_range()
     for _ in range(200):
-        base = random.randrange(20_000, 32_000 - count)
+        base = random.randrange(low, high - count)
         if all(_free(host, base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _port_range() -> tuple[int, int]:
+    """Each pytest-xdist worker draws from its own part of 20000-29999: a cluster's processes bind
+    their ports seconds after the ports were found free, and another worker must not find them free
+    meanwhile (it did: its api's port answered with another cluster's metrics)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    width = 10_000 // max(count, 1)
+    return 20_000 + index * width, 20_000 + (index + 1) * width
 
 
 def _free(host: str, port: int) -> bool:

@@ -27,8 +27,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 
 async def agent(cluster: LocalCluster, state_dir: Path, token: str, hostname: str) -> asyncio.subprocess.Process:
-    """An agent process logging to `<state_dir>.log`: a pipe nobody reads while it runs would fill and
-    block its loop mid-log, so that it neither joins nor stops."""
+    """An agent process logging to `<state_dir>.log`, read once it has exited or failed to (a pipe
+    would have to be drained while it runs)."""
     with state_dir.with_suffix(".log").open("wb") as log:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.agent", "--nats", cluster.nats_url, "--metrics-addr", "127.0.0.1:0",

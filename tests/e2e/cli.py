@@ -38,13 +38,15 @@ async def api_get(base: str, path: str) -> Any:
         return await resp.json()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30, what: str = "") -> None:
-    """Poll until `check` holds; fail with `what` once the deadline passes (not a timing assertion)."""
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30,
+                     what: str | Callable[[], str] = "") -> None:
+    """Poll until `check` holds; fail with `what` once the deadline passes (not a timing assertion).
+    A callable `what` is called then, so logs it quotes are the logs at the failure."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not await check():
         if loop.time() > deadline:
-            raise AssertionError(f"not reached within {timeout_s}s: {what}")
+            raise AssertionError(f"not reached within {timeout_s}s: {what() if callable(what) else what}")
         await asyncio.sleep(0.2)
 
 

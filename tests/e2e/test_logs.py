@@ -127,11 +127,12 @@ async def test_service_logs_with_the_docker_executor(engine: str, tmp_path: Path
     try:
         async with local_cluster(tmp_path, agents=2, executor="docker", engine=engine) as c:
             host = c.docker_host
-            await eventually(lambda: _count(_nodes(c), 2), 60, f"two nodes joined; agent-1:\n{c.log('agent-1')}")
+            await eventually(lambda: _count(_nodes(c), 2), 60,
+                             lambda: f"two nodes joined; agent-1:\n{c.log('agent-1')}")
             await docker(host, "service", "create", "--detach", "--name", name, "--replicas", "2",
                          "shoal-busybox:test", "sh", "-c", "echo host=$HOSTNAME; sleep 600")
             await eventually(lambda: _count(_running(c, name), 2), 60,
-                             f"2 running containers; agent-1:\n{c.log('agent-1')}")
+                             lambda: f"2 running containers; agent-1:\n{c.log('agent-1')}")
             tasks = await _running(c, name)
             hostnames = await _nodes(c)
 

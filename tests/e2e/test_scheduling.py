@@ -56,7 +56,7 @@ async def wait_tasks(c: LocalCluster, service: str, what: str, check: Any) -> li
         seen[:] = await tasks(c, service)
         return bool(check(seen))
 
-    await eventually(holds, 60, f"{service}: {what}; tasks: {seen}\nscheduler:\n{c.log('scheduler')}")
+    await eventually(holds, 60, lambda: f"{service}: {what}; tasks: {seen}\nscheduler:\n{c.log('scheduler')}")
     return seen
 
 

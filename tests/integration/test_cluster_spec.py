@@ -39,7 +39,7 @@ async def test_docker_info_shows_the_settings_in_force_and_swarm_update_changes_
         shown = await spec(cluster)
         return (shown["Orchestration"], shown["Dispatcher"]) == (
             {"TaskHistoryRetentionLimit": 2}, {"HeartbeatPeriod": 2_000_000_000})
-    await eventually(recorded, what=f"the orchestrator's flags in docker info:\n{cluster.log('orchestrator')}")
+    await eventually(recorded, what=lambda: f"the orchestrator's flags in docker info:\n{cluster.log('orchestrator')}")
     text = await docker(cluster.docker_host, "info")
     assert "Task History Retention Limit: 2" in text and "Heartbeat Period: 2 seconds" in text
 
@@ -53,7 +53,7 @@ async def test_docker_info_shows_the_settings_in_force_and_swarm_update_changes_
 
     async def warned() -> bool:
         return "--task-history-limit ignored" in cluster.log("orchestrator")
-    await eventually(warned, what=f"the restarted orchestrator warns:\n{cluster.log('orchestrator')}")
+    await eventually(warned, what=lambda: f"the restarted orchestrator warns:\n{cluster.log('orchestrator')}")
 
 
 async def test_a_new_leader_leaves_the_period_the_agents_announce_alone(tmp_path: Path,
@@ -63,14 +63,15 @@ async def test_a_new_leader_leaves_the_period_the_agents_announce_alone(tmp_path
     version under a concurrent `docker swarm update`."""
     monkeypatch.setenv("SHOAL_HEARTBEAT", "10")
     async with local_cluster(tmp_path / "cluster", agents=1, executor="sim") as cluster:
-        await eventually(lambda: recorded(cluster, TEN_S), what=f"the agent's period:\n{cluster.log('orchestrator')}")
+        await eventually(lambda: recorded(cluster, TEN_S),
+                         what=lambda: f"the agent's period:\n{cluster.log('orchestrator')}")
         version = await docker(cluster.docker_host, "info", "--format", "{{.Swarm.Cluster.Version.Index}}")
 
         await cluster.kill("orchestrator")
 
         async def leads_and_heard() -> bool:
             return await heartbeats_heard_as_leader(cluster) >= 1
-        await eventually(leads_and_heard, what=f"the new orchestrator leads:\n{cluster.log('orchestrator')}")
+        await eventually(leads_and_heard, what=lambda: f"the new orchestrator leads:\n{cluster.log('orchestrator')}")
         after = await docker(cluster.docker_host, "info", "--format", "{{.Swarm.Cluster.Version.Index}}")
         assert after == version, await entries(cluster, "ClusterSpecUpdated")
         assert await recorded(cluster, TEN_S)
@@ -83,17 +84,18 @@ async def test_a_new_leader_gives_a_node_it_has_not_heard_the_grace_of_the_recor
     the 1 s default's 3 s, which marked the node down (and replaced its tasks) at every leader change."""
     monkeypatch.setenv("SHOAL_HEARTBEAT", "10")
     async with local_cluster(tmp_path / "cluster", agents=1, executor="sim") as cluster:
-        await eventually(lambda: recorded(cluster, TEN_S), what=f"the agent's period:\n{cluster.log('orchestrator')}")
+        await eventually(lambda: recorded(cluster, TEN_S),
+                         what=lambda: f"the agent's period:\n{cluster.log('orchestrator')}")
         heard = await heartbeats_heard_as_leader(cluster)
 
         async def another_heard() -> bool:
             return await heartbeats_heard_as_leader(cluster) > heard
-        await eventually(another_heard, what=f"a heartbeat:\n{cluster.log('orchestrator')}")
+        await eventually(another_heard, what=lambda: f"a heartbeat:\n{cluster.log('orchestrator')}")
         await cluster.kill("orchestrator")  # the next heartbeat is about 10 s away
 
         async def leads() -> bool:
             return await heartbeats_heard_as_leader(cluster) >= 0
-        await eventually(leads, what=f"the new orchestrator leads:\n{cluster.log('orchestrator')}")
+        await eventually(leads, what=lambda: f"the new orchestrator leads:\n{cluster.log('orchestrator')}")
         await asyncio.sleep(8)  # past the default grace (3 s) from taking over, within the node's (30 s)
         statuses = await entries(cluster, "NodeStatusChanged")
         assert '"down"' not in statuses, statuses

@@ -64,7 +64,7 @@ async def tokens(cluster: LocalCluster) -> dict[str, str]:
 async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalCluster, tmp_path: Path) -> None:
     async def first_agent_joined() -> bool:
         return await roles(cluster) == {"test-1": "manager"}
-    await eventually(first_agent_joined, what=f"agent-1 joins as a manager:\n{cluster.log('agent-1')}")
+    await eventually(first_agent_joined, what=lambda: f"agent-1 joins as a manager:\n{cluster.log('agent-1')}")
 
     wrong = await agent(cluster, tmp_path / "wrong", "SWMTKN-1-nope-nope", "wrong")
     assert "join token refused" in await refused(wrong, tmp_path / "wrong")

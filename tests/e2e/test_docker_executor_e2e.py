@@ -40,7 +40,6 @@ async def cluster(tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) 
     # back within that even on a loaded machine, and its tasks are not rescheduled meanwhile.
     monkeypatch.setenv("SHOAL_HEARTBEAT", "5")
     async with local_cluster(tmp_path, agents=2, executor="docker", engine=engine) as c:
-        await eventually(lambda: _nodes_ready(c, 2), 60, lambda: f"two ready nodes\nagent-1:\n{c.log('agent-1')}")
         yield c
 
 

@@ -52,7 +52,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 async def test_service_logs_with_the_process_executor(cluster: LocalCluster) -> None:
     host = cluster.docker_host
-    await eventually(lambda: _count(_nodes(cluster), 2), 30, "two nodes joined")
     await docker(host, "service", "create", "--detach", "--name", "web", "--replicas", "3", "busybox",
                  "sh", "-c", TICKER)
     await eventually(lambda: _count(_running(cluster, "web"), 3), 40, "3 running tasks")
@@ -127,8 +126,6 @@ async def test_service_logs_with_the_docker_executor(engine: str, tmp_path: Path
     try:
         async with local_cluster(tmp_path, agents=2, executor="docker", engine=engine) as c:
             host = c.docker_host
-            await eventually(lambda: _count(_nodes(c), 2), 60,
-                             lambda: f"two nodes joined; agent-1:\n{c.log('agent-1')}")
             await docker(host, "service", "create", "--detach", "--name", name, "--replicas", "2",
                          "shoal-busybox:test", "sh", "-c", "echo host=$HOSTNAME; sleep 600")
             await eventually(lambda: _count(_running(c, name), 2), 60,

@@ -42,7 +42,6 @@ h.ThreadingHTTPServer((os.environ["SHOAL_NODE_ADDR"], int(os.environ["PORT"])), 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     async with local_cluster(tmp_path, agents=3, executor="process") as c:
-        await eventually(lambda: _ready_nodes(c, 3), 60, "3 nodes ready")
         yield c
 
 
@@ -52,7 +51,6 @@ async def kernel_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asy
     is gone once the agents have stopped."""
     monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
     async with local_cluster(tmp_path, agents=3, executor="process") as c:
-        await eventually(lambda: _ready_nodes(c, 3), 60, "3 nodes ready")
         yield c
         tables = [nft.table_name(n) for n in node_ids(c.options)]
         assert len(tables) == 3
@@ -70,11 +68,6 @@ async def _nft(*args: str, script: str = "") -> str:
 async def _rules(cluster: LocalCluster, agent: int) -> str:
     """The nftables table of agent `agent` (1-based, at 127.0.0.<agent>)."""
     return await _nft("list", "table", "ip", nft.table_name(node_ids(cluster.options)[agent - 1]))
-
-
-async def _ready_nodes(cluster: LocalCluster, n: int) -> bool:
-    nodes = await api_get(cluster.api_url, "/nodes")
-    return bool(sum(node["Status"]["State"] == "ready" for node in nodes) == n)
 
 
 async def _tasks(cluster: LocalCluster, service: str, state: str = "running") -> list[dict[str, Any]]:

@@ -78,8 +78,9 @@ async def test_a_process_given_a_second_stream_on_the_server_is_refused_and_told
 
 async def test_a_cluster_started_on_a_new_stream_does_not_resume_from_the_old_streams_snapshots(
         nats: NatsServer) -> None:
-    """The refusal's advice: a new stream starts at sequence 1, so the old cluster's snapshots (at
-    sequence 500 here) must not be loaded by its processes, or they would follow from 501 on."""
+    """A cluster recreated on another stream name (the old stream removed, its snapshots left in
+    their bucket) starts at sequence 1, so the old cluster's snapshots (at sequence 500 here) must not
+    be loaded by its processes, or they would follow from 501 on."""
     nc = await connect([nats.url], "earlier")
     old = ClusterState()
     old.seq = 500

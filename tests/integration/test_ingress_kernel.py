@@ -1,7 +1,8 @@
 """The kernel mode's rules against the real kernel, for what loopback cannot show (the e2e tests in
 tests/e2e/test_routing_mesh.py cover loopback): connections from another host arrive through
-`prerouting` and reach a backend on this node and one on another node (masqueraded), and an agent
-that cannot manage nftables refuses to start.
+`prerouting` and reach a backend on this node and one on another node (masqueraded), backends that
+refuse are skipped on both ways back to such a client, and an agent that cannot manage nftables
+refuses to start.
 
 "Another host" and "another node" are network namespaces joined to this one by veth pairs; the other
 node has no route back to the client, so its backend answers only if its traffic was masqueraded.
@@ -10,6 +11,7 @@ node has no route back to the client, so its backend answers only if its traffic
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.agent.ingress import nft
 from services.agent.ingress.kernel import KernelForwarder, run_nft
@@ -61,17 +64,35 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+_uses = itertools.count()
+
+
 @pytest.fixture
-def peers() -> Iterator[tuple[Peer, Peer]]:
-    """A client host and another node, each in its own namespace on its own /24."""
+def forwarding() -> Iterator[None]:
+    """This host forwards IPv4 (what kernel mode needs of a node, docs/routing-mesh.md) for the test,
+    as it was after: a dockerd started by an earlier test may have switched it on, or not."""
+    was = FORWARDING.read_text()
+    FORWARDING.write_text("1\n")
+    try:
+        yield
+    finally:
+        FORWARDING.write_text(was)
+
+
+@pytest.fixture
+def peers(forwarding: None) -> Iterator[tuple[Peer, Peer]]:
+    """A client host and another node, each in its own namespace on its own /24. Names and subnets
+    are new for each use: a deleted namespace's veth pair goes a moment after `ip netns del`."""
     made = []
+    use = next(_uses)
     try:
         for role, subnet in (("c", 0), ("n", 1)):
-            net = f"10.{200 + subnet}.{os.getpid() % 250}"
-            peer = Peer(f"shoal-{role}{os.getpid()}", f"{net}.2", f"{net}.1")
+            net = f"10.{200 + subnet}.{(os.getpid() + use) % 250}"
+            peer = Peer(f"shoal-{role}{os.getpid()}-{use}", f"{net}.2", f"{net}.1")
             _ip("netns", "add", peer.name)
             made.append(peer)
-            host_if, peer_if = f"sh{role}{os.getpid()}"[:15], f"sh{role}{os.getpid()}p"[:15]
+            host_if, peer_if = f"sh{role}{os.getpid()}{use}"[:14], f"sh{role}{os.getpid()}{use}"[:14] + "p"
             _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", peer.name)
             _ip("addr", "add", f"{peer.host_addr}/24", "dev", host_if)
             _ip("link", "set", host_if, "up")
@@ -123,6 +144,45 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
         await forwarder.remove()
     listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
     assert forwarder.name not in (await listing.communicate())[0].decode()
+
+
+async def test_backends_that_refuse_are_skipped_and_counted(
+        peers: tuple[Peer, Peer], servers: list[asyncio.subprocess.Process]) -> None:
+    """A backend whose process died before the log said so: on this node its refusal leaves through
+    `output`, on another node it is forwarded back (`forward`); either way it is dropped and counted,
+    the client's SYN comes again and `numgen` gives it the next backend. Round robin over the sorted
+    backends, one client, so every refused connection is retried on a live one."""
+    client, node2 = peers
+    node_addr = client.host_addr
+    published = free_port()
+    live, dead = free_port(), free_port()  # nothing listens on dead, here or on the other node
+    await _serve(servers, [], node_addr, live, "local")
+    await _serve(servers, node2.run(), node2.addr, live, "remote")
+    service = f"refusing{os.getpid()}"
+    route = Route("tcp", published, "s1", service, (
+        Backend("n1", "t1", node_addr, live), Backend("n1", "t2", node_addr, dead),
+        Backend("n2", "t3", node2.addr, live), Backend("n2", "t4", node2.addr, dead)))
+    forwarder = KernelForwarder(f"itestr{os.getpid()}", [node_addr])
+    try:
+        await forwarder.apply({("tcp", published): route})
+        ask = await asyncio.create_subprocess_exec(*client.run(sys.executable, "-c", ASK, node_addr, str(published),
+                                                               "4"),
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(ask.communicate(), 60)
+        assert ask.returncode == 0, f"a connection failed: {err.decode()}"
+        assert Counter(out.decode().split()) == {"local": 2, "remote": 2}
+        await forwarder.count()
+    finally:
+        await forwarder.remove()
+
+    def sample(metric: str, backend: str) -> float | None:
+        return REGISTRY.get_sample_value(metric, {"service": service, "backend": backend})
+
+    # Picks 0 (n1 answers), 1 (n1 refuses), 2 (n2 answers), 3 (n2 refuses), 0, 1 (n1 refuses), 2.
+    assert sample("shoal_ingress_backend_failures_total", "n1") == 2
+    assert sample("shoal_ingress_backend_failures_total", "n2") == 1
+    assert sample("shoal_ingress_connections_total", "n1") == 4, "2 answered, 2 refused"
+    assert sample("shoal_ingress_connections_total", "n2") == 3, "2 answered, 1 refused"
 
 
 def _nft_children() -> list[int]:

@@ -46,13 +46,49 @@ def test_a_route_without_backends_rejects_and_every_address_gets_every_route() -
     assert _chain(text, "output")[1:] == [
         "ip daddr 10.0.0.1 tcp dport 30001 goto route_tcp_30001",
         "ip daddr 10.0.0.2 tcp dport 30001 goto route_tcp_30001",
-        "ip daddr 10.0.0.1 udp dport 30053 reject",
-        "ip daddr 10.0.0.2 udp dport 30053 reject",
+        'ip daddr 10.0.0.1 udp dport 30053 counter reject comment "dns"',
+        'ip daddr 10.0.0.2 udp dport 30053 counter reject comment "dns"',
     ]
     assert "route_udp_30053" not in text
     assert len(_chain(text, "postrouting")) == 3, "only routes with backends are masqueraded"
     empty_tcp = nft.ruleset("t", ["10.0.0.1"], {("tcp", 30001): Route("tcp", 30001, "s1", "web", ())})
-    assert _chain(empty_tcp, "output")[1:] == ["ip daddr 10.0.0.1 tcp dport 30001 reject with tcp reset"]
+    assert _chain(empty_tcp, "output")[1:] == [
+        'ip daddr 10.0.0.1 tcp dport 30001 counter reject with tcp reset comment "web"']
+    assert _chain(empty_tcp, "refused_tcp_30001") == ["drop"], "a refusal that arrives after its backend left"
+
+
+def test_refusals_of_the_tables_connections_are_dropped_and_counted_per_backend_in_every_filter_hook() -> None:
+    """A reset answering a DNATed SYN (sequence 0) is dropped, so the client sends its SYN again and
+    the route picks the next backend; a UDP route has nothing of the kind."""
+    text = nft.ruleset("t", ["10.0.0.1", "10.0.0.2"], {("tcp", 30001): WEB, ("udp", 30053): DNS})
+    match = ("ct status dnat ct direction reply ct original ip daddr { 10.0.0.1, 10.0.0.2 } "
+             "tcp flags & (fin | syn | rst | ack) == rst | ack tcp sequence 0 "
+             "ct original proto-dst vmap { 30001 : goto refused_tcp_30001 }")
+    for hook in ("input", "forward", "output"):
+        assert _chain(text, f"refused_{hook}") == [f"type filter hook {hook} priority 0; policy accept;", match]
+    assert _chain(text, "refused_tcp_30001") == [
+        'ip saddr 127.0.0.1 tcp sport 41000 counter drop comment "web n1 t1"',
+        'ip saddr 127.0.0.3 tcp sport 41002 counter drop comment "web n3 t3"',
+        "drop"]
+    assert "refused_udp" not in text
+    assert "refused_" not in nft.ruleset("t", ["10.0.0.1"], {("udp", 30053): DNS})
+
+
+def test_counts_sum_each_commented_counter_by_what_it_counts_and_its_labels() -> None:
+    """`nft -j list table` as nft 1.0.6 prints it (trimmed): dnat counters are connections given to a
+    backend, refusal counters its failures, reject counters (one per node address) unrouted ones."""
+    def rule(chain: str, comment: str, packets: int) -> str:
+        return (f'{{"rule": {{"family": "ip", "table": "t", "chain": "{chain}", "handle": 9, "comment": "{comment}", '
+                f'"expr": [{{"counter": {{"packets": {packets}, "bytes": 60}}}}, {{"drop": null}}]}}}}')
+    listing = ('{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": "ip", "name": "t"}}, '
+               '{"chain": {"family": "ip", "table": "t", "name": "route_tcp_30001_0"}}, '
+               '{"rule": {"family": "ip", "table": "t", "chain": "route_tcp_30001", "handle": 3, '
+               '"expr": [{"vmap": {}}]}}, '
+               + ", ".join([rule("route_tcp_30001_0", "web n1 t1", 5), rule("route_tcp_30001_1", "web n1 t2", 2),
+                            rule("refused_tcp_30001", "web n1 t2", 1), rule("output", "dns", 3),
+                            rule("prerouting", "dns", 4)]) + "]}")
+    assert nft.counts(listing.encode()) == {("forwarded", "web", "n1"): 7, ("refused", "web", "n1"): 1,
+                                            ("unrouted", "dns", ""): 7}
 
 
 def test_an_empty_table_keeps_the_hooks_and_the_same_input_gives_the_same_text() -> None:
@@ -84,7 +120,7 @@ def test_backends_on_nodes_without_an_ipv4_address_are_left_out_not_the_whole_ta
     assert _chain(text, "route_tcp_30001") == ["numgen inc mod 1 vmap { 0 : goto route_tcp_30001_0 }"]
     assert "::1" not in text and "node7.lan" not in text and "fd00::6" not in text
     assert _chain(text, "output")[1:] == ["ip daddr 127.0.0.1 tcp dport 30001 goto route_tcp_30001",
-                                          "ip daddr 127.0.0.1 udp dport 30053 reject"]
+                                          'ip daddr 127.0.0.1 udp dport 30053 counter reject comment "dns"']
     assert [b.task_id for b in nft.unreachable(table)] == ["t6", "th", "t7"]
 
 

@@ -13,13 +13,18 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
+from collections import Counter
 
 from services.agent.ingress import nft
+from services.agent.ingress.metrics import BACKEND_FAILURES, CONNECTIONS, UNROUTED
 from services.agent.ingress.table import Table
 
 log = logging.getLogger(__name__)
 
 NFT = "nft"
+COUNT_EVERY_S = 5.0
+"""How often the rules' counters are read into the metrics (and before every change of the rules)."""
 
 
 class NftError(RuntimeError):
@@ -30,13 +35,18 @@ async def run_nft(script: str) -> None:
     """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
     stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
     next one (the table's removal at stop) and leave the table behind."""
+    await _nft(["-f", "-"], script.encode())
+
+
+async def _nft(args: list[str], stdin: bytes = b"") -> bytes:
+    """`nft <args>`'s output; NftError with its stderr if it fails."""
     try:  # e.g. nft removed since the start check, or no fork to be had: retried like a refusal
-        proc = await asyncio.create_subprocess_exec(NFT, "-f", "-", stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(NFT, *args, stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except OSError as e:
         raise NftError(f"cannot run {NFT}: {e}") from e
     try:
-        _, err = await proc.communicate(script.encode())
+        out, err = await proc.communicate(stdin)
     except asyncio.CancelledError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -44,6 +54,7 @@ async def run_nft(script: str) -> None:
         raise
     if proc.returncode != 0:
         raise NftError(err.decode().strip() or f"nft exited {proc.returncode}")
+    return out
 
 
 async def check(addrs: list[str]) -> None:
@@ -79,20 +90,26 @@ async def remove_left_behind(node_id: str) -> None:
 
 
 class KernelForwarder:
-    """Keeps the node's nftables table equal to the ingress table."""
+    """Keeps the node's nftables table equal to the ingress table, and exports what its rules count
+    as the proxy's metrics."""
 
     def __init__(self, node_id: str, addrs: list[str]) -> None:
         self.name = nft.table_name(node_id)
         self.addrs = addrs
         self.applied: str | None = None
+        self.seen: Counter[nft.CountKey] = Counter()
+        self.counted_at = 0.0
 
     async def apply(self, table: Table) -> None:
-        """Replace the node's table (a stale one from an earlier run included) if the rules changed."""
+        """Replace the node's table (a stale one from an earlier run included) if the rules changed;
+        what the old rules counted is read first, since their counters go with them."""
         text = nft.ruleset(self.name, self.addrs, table)
         if text == self.applied:
             return
+        await self.count()
         await run_nft(text)
         self.applied = text
+        self.seen.clear()
         left_out = nft.unreachable(table)
         log.info("ingress rules applied", extra={"table": self.name, "routes": len(table),
                                                  "backends": sum(len(r.backends) for r in table.values())
@@ -101,6 +118,25 @@ class KernelForwarder:
             log.warning("backends on nodes without an IPv4 address left out of the ingress rules",
                         extra={"table": self.name, "backends": [f"{b.task_id}@{b.addr}" for b in left_out][:10],
                                "count": len(left_out)})
+
+    async def count(self, every: float = 0.0) -> None:
+        """Add to the metrics what the rules counted since they were last read, unless that was less
+        than `every` seconds ago (reading is an `nft` run, cheap but not free)."""
+        now = time.monotonic()
+        if self.applied is None or now - self.counted_at < every:
+            return
+        self.counted_at = now
+        counts = nft.counts(await _nft(["-j", "list", "table", "ip", self.name]))
+        for (kind, service, node), packets in counts.items():
+            added = packets - self.seen[(kind, service, node)]
+            if added <= 0:
+                continue
+            if kind == "unrouted":
+                UNROUTED.labels(service=service).inc(added)
+            else:
+                metric = CONNECTIONS if kind == "forwarded" else BACKEND_FAILURES
+                metric.labels(service=service, backend=node).inc(added)
+        self.seen = counts
 
     async def remove(self) -> None:
         await run_nft(nft.delete(self.name))

@@ -7,8 +7,8 @@ joins it as soon as its running status arrives. A port that cannot be bound (som
 is logged and retried every few seconds.
 
 In kernel mode (`kernel`, `--ingress-mode kernel`) the same table becomes the node's nftables rules
-instead of listeners: no process forwards a byte, and a refused connection is not retried elsewhere.
-A transaction that fails is logged and retried like a port that cannot be bound.
+instead of listeners: no process forwards a byte. A transaction that fails is logged and retried like
+a port that cannot be bound, and the rules' counters are read into the metrics every few seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from services.agent.ingress.kernel import KernelForwarder, NftError
+from services.agent.ingress.kernel import COUNT_EVERY_S, KernelForwarder, NftError
 from services.agent.ingress.metrics import LISTENERS
 from services.agent.ingress.rotation import RoundRobin
 from services.agent.ingress.table import Key, Route, Table, build
@@ -61,8 +61,9 @@ class Mesh:
                 self._changed.clear()
                 self.table = build(self.projection.state)
                 complete = await (self._reconcile() if self.kernel is None else self._apply(self.kernel))
+                wait = BIND_RETRY_S if not complete else None if self.kernel is None else COUNT_EVERY_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), None if complete else BIND_RETRY_S)
+                    await asyncio.wait_for(self._changed.wait(), wait)
         finally:
             await self._close()
 
@@ -75,6 +76,7 @@ class Mesh:
     async def _apply(self, kernel: KernelForwarder) -> bool:
         try:
             await kernel.apply(self.table)
+            await kernel.count(every=COUNT_EVERY_S)
         except NftError as e:
             log.warning("cannot apply the ingress rules; retrying", extra={"table": kernel.name, "error": str(e)})
             return False

@@ -13,6 +13,13 @@ The same rules hang off two hooks: `output`, for connections made on this machin
 another node is forwarded by this host, so it is masqueraded (source rewritten to this host's) on its
 way out, and the backend's replies come back through here to be translated back. A route without
 backends rejects (TCP reset, ICMP port unreachable for UDP), as the proxy closes such connections.
+
+A backend that refuses a connection (its process just died, before the log says so) is skipped as the
+proxy skips it, in the kernel's way: its reset, the answer to a DNATed SYN, is counted and dropped on
+its way to the client (`input`, `forward` and `output` filter hooks, after conntrack, which has seen it
+and forgotten the connection), so the client's TCP sends its SYN again (after 1 s) as a new connection,
+which `numgen` gives to the next backend. A reset answering a SYN is told from a connection's reset by
+its sequence number 0 (RFC 9293: a reset for a segment without ACK).
 IPv4 only: node addresses are IPv4 literals, and a backend on a node whose address is not (IPv6, a host
 name: a proxy-mode node can have one) is left out (`unreachable`), since one such `dnat to` makes `nft`
 refuse the whole table, every other route of the node with it.
@@ -22,13 +29,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import Counter
 from dataclasses import replace
+from typing import Any, Literal
+
+import msgspec
 
 from services.agent.ingress.table import Backend, Route, Table
 from services.kernel.ports import TCP
 
 PRIORITY_DSTNAT = -100
 PRIORITY_SRCNAT = 100
+PRIORITY_FILTER = 0
+REFUSAL = "tcp flags & (fin | syn | rst | ack) == rst | ack tcp sequence 0"
+"""A reset answering a SYN: what a closed port sends, and nothing else does."""
+REFUSAL_HOOKS = ("input", "forward", "output")
 
 
 def table_name(node_id: str) -> str:
@@ -62,11 +77,49 @@ def ruleset(name: str, addrs: list[str], table: Table) -> str:
                   for route in routes if route.backends for addr in addrs]
     body = [
         *chains,
+        *_refusal_chains(routes, addrs),
         _chain("output", [f"type nat hook output priority {PRIORITY_DSTNAT}; policy accept;", *entries]),
         _chain("prerouting", [f"type nat hook prerouting priority {PRIORITY_DSTNAT}; policy accept;", *entries]),
         _chain("postrouting", [f"type nat hook postrouting priority {PRIORITY_SRCNAT}; policy accept;", *masquerade]),
     ]
     return f"table ip {name} {{\n}}\ndelete table ip {name}\ntable ip {name} {{\n{''.join(body)}}}\n"
+
+
+Kind = Literal["forwarded", "refused", "unrouted"]
+CountKey = tuple[Kind, str, str]
+"""What a counter counts, for which service and backend node ("" for "unrouted")."""
+
+
+class _Rule(msgspec.Struct):
+    chain: str
+    expr: list[dict[str, Any]]
+    comment: str = ""
+
+
+class _Item(msgspec.Struct):
+    rule: _Rule | None = None
+
+
+class _Listing(msgspec.Struct):
+    nftables: list[_Item]
+
+
+def counts(listing: bytes) -> Counter[CountKey]:
+    """The packets each commented counter of `nft -j list table` saw, summed per what it counts and
+    the metrics' labels (a node's backends, an unrouted port's rule per node address): the first packet
+    of each connection or UDP flow a backend was given, each refusal of a backend, each connection to
+    a route without backends."""
+    out: Counter[CountKey] = Counter()
+    for item in msgspec.json.decode(listing, type=_Listing).nftables:
+        rule = item.rule
+        if rule is None or not rule.comment:
+            continue
+        packets = next((e["counter"]["packets"] for e in rule.expr if "counter" in e), 0)
+        kind: Kind = ("refused" if rule.chain.startswith("refused_") else
+                      "forwarded" if rule.chain.startswith("route_") else "unrouted")
+        service, _, rest = rule.comment.partition(" ")
+        out[(kind, service, rest.partition(" ")[0])] += packets
+    return out
 
 
 def _is_ipv4(addr: str) -> bool:
@@ -92,7 +145,31 @@ def _backend_chain(route: Route, i: int) -> str:
 def _verdict(route: Route) -> str:
     if route.backends:
         return f"goto {_route_chain(route)}"
-    return "reject with tcp reset" if route.protocol == TCP else "reject"
+    reject = "reject with tcp reset" if route.protocol == TCP else "reject"
+    return f"counter {reject} comment \"{route.service_name}\""
+
+
+def _refusal_chains(routes: list[Route], addrs: list[str]) -> list[str]:
+    """One chain per TCP route dropping its backends' refusals, each counted (the backend's failures);
+    a refusal from a backend the route no longer has is dropped too: its client's retry finds the
+    route as it is now. Reached from a rule in each filter hook that sees refusals of this table's
+    connections only (DNATed, to one of the node's addresses)."""
+    tcp = [route for route in routes if route.protocol == TCP]
+    if not tcp or not addrs:
+        return []
+    ports = ", ".join(f"{route.port} : goto {_refusal_chain(route)}" for route in tcp)
+    match = (f"ct status dnat ct direction reply ct original ip daddr {{ {', '.join(addrs)} }} {REFUSAL} "
+             f"ct original proto-dst vmap {{ {ports} }}")
+    out = [_chain(f"refused_{hook}", [f"type filter hook {hook} priority {PRIORITY_FILTER}; policy accept;", match])
+           for hook in REFUSAL_HOOKS]
+    for route in tcp:
+        drops = [f"ip saddr {b.addr} tcp sport {b.port} counter drop {_comment(route, b)}" for b in route.backends]
+        out.append(_chain(_refusal_chain(route), [*drops, "drop"]))
+    return out
+
+
+def _refusal_chain(route: Route) -> str:
+    return f"refused_{route.protocol}_{route.port}"
 
 
 def _route_chains(route: Route) -> list[str]:
@@ -105,8 +182,12 @@ def _route_chains(route: Route) -> list[str]:
 
 
 def _dnat(route: Route, backend: Backend) -> str:
-    return (f"meta l4proto {route.protocol} counter dnat to {backend.addr}:{backend.port} "
-            f"comment \"{route.service_name} {backend.node_id} {backend.task_id}\"")
+    return f"meta l4proto {route.protocol} counter dnat to {backend.addr}:{backend.port} {_comment(route, backend)}"
+
+
+def _comment(route: Route, backend: Backend) -> str:
+    """Names what a counter counts, read back by `counts`: service, node, task."""
+    return f"comment \"{route.service_name} {backend.node_id} {backend.task_id}\""
 
 
 def _chain(name: str, rules: list[str]) -> str:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from services.agent.ingress import nft
+from tests.apt import KERNEL_MODE, commands
 from tests.cluster import LocalCluster, free_ports, local_cluster, node_ids
 from tests.e2e.cli import api_get, docker, docker_binary, eventually, filters
 
@@ -49,6 +50,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 async def kernel_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
     """The same cluster with `--ingress-mode kernel`: each agent keeps its node's nftables table, which
     is gone once the agents have stopped."""
+    commands(KERNEL_MODE, "the kernel mode's tests")
     monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
     async with local_cluster(tmp_path, agents=3, executor="process") as c:
         yield c
@@ -340,9 +342,11 @@ async def test_kernel_mode_balances_scales_follows_drain_and_forwards_udp(kernel
 
     async def counted() -> bool:
         """The rules' counters reach the metrics within kernel.COUNT_EVERY_S."""
-        return sum(_samples(await _metrics(cluster, "agent-2"), "shoal_ingress_connections_total", "web")) >= 60
+        metrics = await _metrics(cluster, "agent-2")
+        return (sum(_samples(metrics, "shoal_ingress_connections_total", "web")) >= 60
+                and sum(_samples(metrics, "shoal_ingress_bytes_total", "web")) >= 60 * 100)
 
-    await eventually(counted, 30, "agent-2's rules' connection counters in its metrics")
+    await eventually(counted, 30, "agent-2's rules' connection and byte counters in its metrics")
 
     await docker(cluster.docker_host, "service", "scale", "--detach", "web=5")
     await eventually(lambda: _serving(cluster, f"http://127.0.0.3:{port}/", "web", 5), 60, "5 replicas in rotation")
@@ -386,3 +390,9 @@ async def test_kernel_mode_takes_a_killed_replica_out_and_an_agent_replaces_its_
     await cluster.start_process("agent-1")
     await eventually(lambda: _serving(cluster, url, "web", 3), 60, "the restarted agent's rules forward again")
     assert "reject" not in await _rules(cluster, 1)
+
+    # A table someone else deleted is noticed when its counters are next read, and applied again.
+    await _nft("delete", "table", "ip", nft.table_name(node_ids(cluster.options)[1]))
+    assert await _rules(cluster, 2) == ""
+    await eventually(lambda: _serving(cluster, f"http://127.0.0.2:{port}/", "web", 3), 60,
+                     "agent-2's deleted rules are back")

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.apt import KERNEL_MODE, commands
 from tests.cluster import LocalCluster, cluster_options, free_ports, local_cluster
 from tests.e2e.cli import api_get, docker, eventually, filters
 
@@ -20,8 +21,13 @@ pytestmark = pytest.mark.asyncio
 HTTPD = 'echo -n $PORT > /www/index.html && exec httpd -f -p "$SHOAL_NODE_ADDR:$PORT" -h /www'
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, engine: str) -> AsyncIterator[LocalCluster]:
+@pytest.fixture(params=["proxy", "kernel"])
+async def cluster(tmp_path: Path, engine: str, request: pytest.FixtureRequest,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
+    """In each ingress mode: the agents' listeners, or their nftables rules."""
+    if request.param == "kernel":
+        commands(KERNEL_MODE, "the kernel mode's tests")
+    monkeypatch.setenv("SHOAL_INGRESS_MODE", request.param)
     async with local_cluster(tmp_path, options=cluster_options(tmp_path, 3, "docker", engine)) as c:
         try:
             yield c
@@ -63,7 +69,8 @@ async def test_busybox_httpd_replicas_share_one_published_port(cluster: LocalClu
     assert set(answers) == await local_ports()
     assert all(n == 10 for n in answers.values()), answers
 
-    # A container killed behind the engine's back: requests keep being answered by the others.
+    # A container killed behind the engine's back: requests keep being answered by the others (in
+    # kernel mode, a request refused by it is sent again by the client's TCP a second later).
     tasks = await api_get(cluster.api_url, f"/tasks?filters={filters(service='web', desired_state='running')}")
     task_id = next(t["ID"] for t in tasks if t["Status"]["State"] == "running")
     await docker(engine, "kill", (await docker(engine, "ps", "-q", "--filter",

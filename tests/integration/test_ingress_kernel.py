@@ -11,6 +11,7 @@ node has no route back to the client, so its backend answers only if its traffic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import subprocess
@@ -26,6 +27,7 @@ from prometheus_client import REGISTRY
 from services.agent.ingress import nft
 from services.agent.ingress.kernel import KernelForwarder, run_nft
 from services.agent.ingress.table import Backend, Route
+from tests.apt import KERNEL_MODE, commands
 from tests.nats_server import child_env, free_port, nats_server
 
 pytestmark = pytest.mark.integration
@@ -65,6 +67,12 @@ def _ip(*args: str) -> None:
 
 
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@pytest.fixture(autouse=True)
+def kernel_mode_commands() -> None:
+    commands(KERNEL_MODE, "the kernel mode's tests")
+
 _uses = itertools.count()
 
 
@@ -110,12 +118,15 @@ async def servers() -> AsyncIterator[list[asyncio.subprocess.Process]]:
     procs: list[asyncio.subprocess.Process] = []
     yield procs
     for p in procs:
-        p.kill()
+        with contextlib.suppress(ProcessLookupError):  # one that ended by itself
+            p.kill()
         await p.wait()
 
 
-async def _serve(procs: list[asyncio.subprocess.Process], argv: list[str], addr: str, port: int, name: str) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, sys.executable, "-c", ANSWER, addr, str(port), name,
+async def _serve(procs: list[asyncio.subprocess.Process], argv: list[str], addr: str, port: int, *args: str,
+                 script: str = ANSWER) -> None:
+    """`script` listening at addr:port, given `args` (ANSWER: the name it answers with)."""
+    proc = await asyncio.create_subprocess_exec(*argv, sys.executable, "-c", script, addr, str(port), *args,
                                                 stdout=asyncio.subprocess.PIPE)
     procs.append(proc)
     assert proc.stdout is not None
@@ -129,8 +140,9 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
     local_port, remote_port, published = free_port(), free_port(), free_port()
     await _serve(servers, [], node_addr, local_port, "local")
     await _serve(servers, node2.run(), node2.addr, remote_port, "remote")
-    route = Route("tcp", published, "s1", "web", (Backend("n1", "t1", node_addr, local_port),
-                                                 Backend("n2", "t2", node2.addr, remote_port)))
+    service = f"web{os.getpid()}"
+    route = Route("tcp", published, "s1", service, (Backend("n1", "t1", node_addr, local_port),
+                                                   Backend("n2", "t2", node2.addr, remote_port)))
     forwarder = KernelForwarder(f"itest{os.getpid()}", [node_addr])
     try:
         await forwarder.apply({("tcp", published): route})
@@ -140,8 +152,16 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
         out, err = await asyncio.wait_for(ask.communicate(), 60)
         assert ask.returncode == 0, err.decode()
         assert Counter(out.decode().split()) == {"local": 5, "remote": 5}
+        await forwarder.count()
     finally:
         await forwarder.remove()
+    # Bytes counted on both ways through this host (arriving from another interface, or sent from
+    # here): at least a SYN (60 bytes) in, and a SYN-ACK and the answer out, for each connection.
+    for node, answer in (("n1", "local"), ("n2", "remote")):
+        labels = {"service": service, "backend": node}
+        assert (REGISTRY.get_sample_value("shoal_ingress_bytes_total", {**labels, "direction": "in"}) or 0) >= 5 * 60
+        assert ((REGISTRY.get_sample_value("shoal_ingress_bytes_total", {**labels, "direction": "out"}) or 0)
+                >= 5 * (60 + 52 + len(answer)))
     listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
     assert forwarder.name not in (await listing.communicate())[0].decode()
 
@@ -183,6 +203,51 @@ async def test_backends_that_refuse_are_skipped_and_counted(
     assert sample("shoal_ingress_backend_failures_total", "n2") == 1
     assert sample("shoal_ingress_connections_total", "n1") == 4, "2 answered, 2 refused"
     assert sample("shoal_ingress_connections_total", "n2") == 3, "2 answered, 1 refused"
+
+
+ECHO = """
+import socket, sys
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+c, _ = s.accept()
+got = 0
+while got < int(sys.argv[3]):
+    got += len(c.recv(65536))
+c.sendall(b"y" * int(sys.argv[4]))
+c.recv(1)
+"""
+
+
+async def test_bytes_are_counted_once_each_way_and_an_open_connection_is_active(
+        servers: list[asyncio.subprocess.Process]) -> None:
+    """On loopback a packet leaves through `output` and arrives through `prerouting` and `input`:
+    counted once, the bytes of 10,000 sent and 30,000 answered (plus headers) are under twice that."""
+    backend, published, sent, answered = free_port(), free_port(), 10_000, 30_000
+    service, node_addr = f"bytes{os.getpid()}", "127.0.0.1"
+    await _serve(servers, [], node_addr, backend, str(sent), str(answered), script=ECHO)
+    route = Route("tcp", published, "s1", service, (Backend("n1", "t1", node_addr, backend),))
+    forwarder = KernelForwarder(f"itestb{os.getpid()}", [node_addr])
+
+    def sample(metric: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"service": service, **labels}) or 0.0
+
+    try:
+        await forwarder.apply({("tcp", published): route})
+        reader, writer = await asyncio.open_connection(node_addr, published)
+        writer.write(b"x" * sent)
+        assert len(await reader.readexactly(answered)) == answered
+        await forwarder.count()
+        assert sample("shoal_ingress_active_connections") == 1
+        bytes_in = sample("shoal_ingress_bytes_total", backend="n1", direction="in")
+        bytes_out = sample("shoal_ingress_bytes_total", backend="n1", direction="out")
+        assert sent < bytes_in < 2 * sent and answered < bytes_out < 2 * answered, (bytes_in, bytes_out)
+        writer.close()
+        await writer.wait_closed()
+        await forwarder.count()
+        assert sample("shoal_ingress_active_connections") == 0
+        assert sample("shoal_ingress_connections_total", backend="n1") == 1
+    finally:
+        await forwarder.remove()
 
 
 def _nft_children() -> list[int]:

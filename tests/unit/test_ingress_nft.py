@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.agent.ingress import kernel, nft
+from services.agent.ingress import conntrack, kernel, nft
 from services.agent.ingress.kernel import NftError
 from services.agent.ingress.table import Backend, Route
 
@@ -74,21 +74,41 @@ def test_refusals_of_the_tables_connections_are_dropped_and_counted_per_backend_
     assert "refused_" not in nft.ruleset("t", ["10.0.0.1"], {("udp", 30053): DNS})
 
 
+def test_bytes_are_counted_per_backend_and_direction_from_one_lookup_per_protocol_and_hook() -> None:
+    """Each packet of the table's connections is seen once: leaving (`output`) or arriving from
+    another interface (`prerouting`); its backend is found by the connection's reply source."""
+    text = nft.ruleset("t", ["10.0.0.1"], {("tcp", 30001): WEB, ("udp", 30053): DNS})
+    assert _chain(text, "bytes_route_tcp_30001_1") == [
+        'ct direction original counter comment "web n3 t3 in"',
+        'ct direction reply counter comment "web n3 t3 out"']
+    lookup = ("meta l4proto tcp ct status dnat ct original ip daddr { 10.0.0.1 } ct reply ip saddr . ct reply "
+              "proto-src vmap { 127.0.0.1 . 41000 : goto bytes_route_tcp_30001_0, "
+              "127.0.0.3 . 41002 : goto bytes_route_tcp_30001_1 }")
+    assert _chain(text, "bytes_tcp_output") == ["type filter hook output priority 0; policy accept;", lookup]
+    assert _chain(text, "bytes_tcp_prerouting") == ["type filter hook prerouting priority 0; policy accept;",
+                                                    'iifname != "lo" ' + lookup]
+    assert "bytes_udp" not in text, "a route without backends has nothing to count"
+
+
 def test_counts_sum_each_commented_counter_by_what_it_counts_and_its_labels() -> None:
     """`nft -j list table` as nft 1.0.6 prints it (trimmed): dnat counters are connections given to a
-    backend, refusal counters its failures, reject counters (one per node address) unrouted ones."""
+    backend, refusal counters its failures, reject counters (one per node address) unrouted ones,
+    byte counters (bytes, not packets) what went to and came from a backend."""
     def rule(chain: str, comment: str, packets: int) -> str:
         return (f'{{"rule": {{"family": "ip", "table": "t", "chain": "{chain}", "handle": 9, "comment": "{comment}", '
-                f'"expr": [{{"counter": {{"packets": {packets}, "bytes": 60}}}}, {{"drop": null}}]}}}}')
+                f'"expr": [{{"counter": {{"packets": {packets}, "bytes": {packets * 60}}}}}, {{"drop": null}}]}}}}')
     listing = ('{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": "ip", "name": "t"}}, '
                '{"chain": {"family": "ip", "table": "t", "name": "route_tcp_30001_0"}}, '
                '{"rule": {"family": "ip", "table": "t", "chain": "route_tcp_30001", "handle": 3, '
                '"expr": [{"vmap": {}}]}}, '
                + ", ".join([rule("route_tcp_30001_0", "web n1 t1", 5), rule("route_tcp_30001_1", "web n1 t2", 2),
                             rule("refused_tcp_30001", "web n1 t2", 1), rule("output", "dns", 3),
-                            rule("prerouting", "dns", 4)]) + "]}")
+                            rule("prerouting", "dns", 4), rule("bytes_route_tcp_30001_0", "web n1 t1 in", 2),
+                            rule("bytes_route_tcp_30001_0", "web n1 t1 out", 3),
+                            rule("bytes_route_tcp_30001_1", "web n1 t2 out", 1)]) + "]}")
     assert nft.counts(listing.encode()) == {("forwarded", "web", "n1"): 7, ("refused", "web", "n1"): 1,
-                                            ("unrouted", "dns", ""): 7}
+                                            ("unrouted", "dns", ""): 7, ("in", "web", "n1"): 120,
+                                            ("out", "web", "n1"): 240}
 
 
 def test_an_empty_table_keeps_the_hooks_and_the_same_input_gives_the_same_text() -> None:
@@ -130,3 +150,14 @@ async def test_an_nft_that_cannot_be_started_is_a_refused_transaction_not_a_cras
     monkeypatch.setattr(kernel, "NFT", str(tmp_path / "nft"))
     with pytest.raises(NftError, match="cannot run"):
         await kernel.run_nft("list tables\n")
+
+
+def test_established_counts_the_nodes_own_published_connections_per_service() -> None:
+    """`conntrack -L` lines as conntrack 1.4.7 prints them: the original direction first."""
+    def line(dst: str, dport: int, proto: str = "tcp") -> str:
+        return (f"{proto}      6 431999 ESTABLISHED src=127.0.0.9 dst={dst} sport=37506 dport={dport} "
+                f"src=127.0.0.1 dst=127.0.0.9 sport=41000 dport=37506 [ASSURED] mark=0 use=1")
+    listing = "\n".join([line("10.0.0.1", 30001), line("10.0.0.1", 30001), line("10.0.0.2", 30001),
+                         line("10.0.0.1", 30002), line("10.0.0.1", 30053, "udp"), "", "garbage"])
+    table = {("tcp", 30001): WEB, ("udp", 30053): DNS}
+    assert conntrack.established(listing, ["10.0.0.1"], table) == {"web": 2}, "not another node's, nor unpublished"

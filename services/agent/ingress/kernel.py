@@ -16,35 +16,36 @@ import shutil
 import time
 from collections import Counter
 
-from services.agent.ingress import nft
-from services.agent.ingress.metrics import BACKEND_FAILURES, CONNECTIONS, UNROUTED
+from services.agent.ingress import conntrack, nft
+from services.agent.ingress.metrics import ACTIVE, BACKEND_FAILURES, BYTES, CONNECTIONS, UNROUTED
 from services.agent.ingress.table import Table
 
 log = logging.getLogger(__name__)
 
 NFT = "nft"
+CONNTRACK = "conntrack"
 COUNT_EVERY_S = 5.0
 """How often the rules' counters are read into the metrics (and before every change of the rules)."""
 
 
 class NftError(RuntimeError):
-    """`nft` refused a transaction; the message is its stderr."""
+    """`nft` (or `conntrack`) failed; the message is its stderr."""
 
 
 async def run_nft(script: str) -> None:
     """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
     stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
     next one (the table's removal at stop) and leave the table behind."""
-    await _nft(["-f", "-"], script.encode())
+    await _run([NFT, "-f", "-"], script.encode())
 
 
-async def _nft(args: list[str], stdin: bytes = b"") -> bytes:
-    """`nft <args>`'s output; NftError with its stderr if it fails."""
+async def _run(argv: list[str], stdin: bytes = b"") -> bytes:
+    """`argv`'s output; NftError with its stderr if it fails."""
     try:  # e.g. nft removed since the start check, or no fork to be had: retried like a refusal
-        proc = await asyncio.create_subprocess_exec(NFT, *args, stdin=asyncio.subprocess.PIPE,
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except OSError as e:
-        raise NftError(f"cannot run {NFT}: {e}") from e
+        raise NftError(f"cannot run {argv[0]}: {e}") from e
     try:
         out, err = await proc.communicate(stdin)
     except asyncio.CancelledError:
@@ -53,7 +54,7 @@ async def _nft(args: list[str], stdin: bytes = b"") -> bytes:
         await proc.wait()
         raise
     if proc.returncode != 0:
-        raise NftError(err.decode().strip() or f"nft exited {proc.returncode}")
+        raise NftError(err.decode().strip() or f"{argv[0]} exited {proc.returncode}")
     return out
 
 
@@ -71,6 +72,9 @@ async def check(addrs: list[str]) -> None:
         await run_nft("list tables\n")
     except NftError as e:
         raise SystemExit(f"--ingress-mode kernel cannot use nftables ({e}): {advice}") from e
+    if shutil.which(CONNTRACK) is None:
+        log.warning("no conntrack command: the mesh's active connections are not counted in kernel mode; "
+                    "install conntrack (Debian's conntrack package) to have them")
 
 
 async def remove_left_behind(node_id: str) -> None:
@@ -97,16 +101,22 @@ class KernelForwarder:
         self.name = nft.table_name(node_id)
         self.addrs = addrs
         self.applied: str | None = None
+        self.table: Table = {}
         self.seen: Counter[nft.CountKey] = Counter()
         self.counted_at = 0.0
+        self.active: set[str] = set()
+        self.conntrack_failed = False
 
     async def apply(self, table: Table) -> None:
         """Replace the node's table (a stale one from an earlier run included) if the rules changed;
         what the old rules counted is read first, since their counters go with them."""
+        self.table = table
         text = nft.ruleset(self.name, self.addrs, table)
         if text == self.applied:
             return
-        await self.count()
+        if self.applied is not None:  # not a table an earlier run left: its counts are not this run's
+            with contextlib.suppress(NftError):  # a table someone removed has nothing left to read
+                await self._read_counters()
         await run_nft(text)
         self.applied = text
         self.seen.clear()
@@ -121,22 +131,50 @@ class KernelForwarder:
 
     async def count(self, every: float = 0.0) -> None:
         """Add to the metrics what the rules counted since they were last read, unless that was less
-        than `every` seconds ago (reading is an `nft` run, cheap but not free)."""
+        than `every` seconds ago (reading is an `nft` run, cheap but not free). A table that cannot be
+        read (someone ran `nft flush ruleset`) is applied again at the next `apply`."""
         now = time.monotonic()
         if self.applied is None or now - self.counted_at < every:
             return
         self.counted_at = now
-        counts = nft.counts(await _nft(["-j", "list", "table", "ip", self.name]))
-        for (kind, service, node), packets in counts.items():
-            added = packets - self.seen[(kind, service, node)]
+        await self._read_counters()
+        await self._count_active()
+
+    async def _read_counters(self) -> None:
+        try:
+            counts = nft.counts(await _run([NFT, "-j", "list", "table", "ip", self.name]))
+        except NftError:
+            self.applied = None
+            raise
+        for (kind, service, node), value in counts.items():
+            added = value - self.seen[(kind, service, node)]
             if added <= 0:
                 continue
             if kind == "unrouted":
                 UNROUTED.labels(service=service).inc(added)
+            elif kind in ("in", "out"):
+                BYTES.labels(service=service, backend=node, direction=kind).inc(added)
             else:
                 metric = CONNECTIONS if kind == "forwarded" else BACKEND_FAILURES
                 metric.labels(service=service, backend=node).inc(added)
         self.seen = counts
+
+    async def _count_active(self) -> None:
+        """The active connections gauge, from conntrack's table (the rules cannot count what ends)."""
+        if shutil.which(CONNTRACK) is None:
+            return
+        try:
+            listing = await _run([CONNTRACK, "-L", "-p", "tcp", "--dst-nat", "--state", "ESTABLISHED"])
+        except NftError as e:
+            if not self.conntrack_failed:
+                log.warning("cannot count the mesh's active connections", extra={"error": str(e)})
+            self.conntrack_failed = True
+            return
+        self.conntrack_failed = False
+        active = conntrack.established(listing.decode(errors="replace"), self.addrs, self.table)
+        for service in self.active | set(active):
+            ACTIVE.labels(service=service).set(active[service])
+        self.active |= set(active)
 
     async def remove(self) -> None:
         await run_nft(nft.delete(self.name))

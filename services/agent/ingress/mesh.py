@@ -78,7 +78,8 @@ class Mesh:
             await kernel.apply(self.table)
             await kernel.count(every=COUNT_EVERY_S)
         except NftError as e:
-            log.warning("cannot apply the ingress rules; retrying", extra={"table": kernel.name, "error": str(e)})
+            log.warning("cannot apply or read the ingress rules; retrying",
+                        extra={"table": kernel.name, "error": str(e)})
             return False
         return True
 

@@ -20,6 +20,11 @@ its way to the client (`input`, `forward` and `output` filter hooks, after connt
 and forgotten the connection), so the client's TCP sends its SYN again (after 1 s) as a new connection,
 which `numgen` gives to the next backend. A reset answering a SYN is told from a connection's reset by
 its sequence number 0 (RFC 9293: a reset for a segment without ACK).
+
+Bytes are counted per backend and direction by `filter` chains that see each packet of the table's
+connections once: on `output` (everything this machine sends, loopback included) and on `prerouting`
+for packets arriving from another interface (what loopback delivers was counted leaving).
+
 IPv4 only: node addresses are IPv4 literals, and a backend on a node whose address is not (IPv6, a host
 name: a proxy-mode node can have one) is left out (`unreachable`), since one such `dnat to` makes `nft`
 refuse the whole table, every other route of the node with it.
@@ -36,7 +41,7 @@ from typing import Any, Literal
 import msgspec
 
 from services.agent.ingress.table import Backend, Route, Table
-from services.kernel.ports import TCP
+from services.kernel.ports import TCP, UDP
 
 PRIORITY_DSTNAT = -100
 PRIORITY_SRCNAT = 100
@@ -44,6 +49,8 @@ PRIORITY_FILTER = 0
 REFUSAL = "tcp flags & (fin | syn | rst | ack) == rst | ack tcp sequence 0"
 """A reset answering a SYN: what a closed port sends, and nothing else does."""
 REFUSAL_HOOKS = ("input", "forward", "output")
+BYTE_HOOKS = {"output": "", "prerouting": 'iifname != "lo" '}
+"""Where each packet of a connection is seen once, and what else a packet must be there."""
 
 
 def table_name(node_id: str) -> str:
@@ -78,6 +85,7 @@ def ruleset(name: str, addrs: list[str], table: Table) -> str:
     body = [
         *chains,
         *_refusal_chains(routes, addrs),
+        *_byte_chains(routes, addrs),
         _chain("output", [f"type nat hook output priority {PRIORITY_DSTNAT}; policy accept;", *entries]),
         _chain("prerouting", [f"type nat hook prerouting priority {PRIORITY_DSTNAT}; policy accept;", *entries]),
         _chain("postrouting", [f"type nat hook postrouting priority {PRIORITY_SRCNAT}; policy accept;", *masquerade]),
@@ -85,9 +93,10 @@ def ruleset(name: str, addrs: list[str], table: Table) -> str:
     return f"table ip {name} {{\n}}\ndelete table ip {name}\ntable ip {name} {{\n{''.join(body)}}}\n"
 
 
-Kind = Literal["forwarded", "refused", "unrouted"]
+Kind = Literal["forwarded", "refused", "unrouted", "in", "out"]
 CountKey = tuple[Kind, str, str]
-"""What a counter counts, for which service and backend node ("" for "unrouted")."""
+"""What a counter counts (packets, or for "in" and "out" the bytes to and from a backend), for which
+service and backend node ("" for "unrouted")."""
 
 
 class _Rule(msgspec.Struct):
@@ -105,20 +114,22 @@ class _Listing(msgspec.Struct):
 
 
 def counts(listing: bytes) -> Counter[CountKey]:
-    """The packets each commented counter of `nft -j list table` saw, summed per what it counts and
-    the metrics' labels (a node's backends, an unrouted port's rule per node address): the first packet
+    """What each commented counter of `nft -j list table` saw, summed per what it counts and the
+    metrics' labels (a node's backends, an unrouted port's rule per node address): the first packet
     of each connection or UDP flow a backend was given, each refusal of a backend, each connection to
-    a route without backends."""
+    a route without backends, and the bytes of packets (headers included) to and from each backend."""
     out: Counter[CountKey] = Counter()
     for item in msgspec.json.decode(listing, type=_Listing).nftables:
         rule = item.rule
-        if rule is None or not rule.comment:
+        counter = next((e["counter"] for e in rule.expr if "counter" in e), None) if rule is not None else None
+        if rule is None or counter is None or not rule.comment:
             continue
-        packets = next((e["counter"]["packets"] for e in rule.expr if "counter" in e), 0)
+        words = rule.comment.split()
         kind: Kind = ("refused" if rule.chain.startswith("refused_") else
-                      "forwarded" if rule.chain.startswith("route_") else "unrouted")
-        service, _, rest = rule.comment.partition(" ")
-        out[(kind, service, rest.partition(" ")[0])] += packets
+                      "forwarded" if rule.chain.startswith("route_") else
+                      ("in" if words[-1] == "in" else "out") if rule.chain.startswith("bytes_") else "unrouted")
+        value = counter["bytes"] if kind in ("in", "out") else counter["packets"]
+        out[(kind, words[0], words[1] if len(words) > 1 else "")] += value
     return out
 
 
@@ -168,6 +179,31 @@ def _refusal_chains(routes: list[Route], addrs: list[str]) -> list[str]:
     return out
 
 
+def _byte_chains(routes: list[Route], addrs: list[str]) -> list[str]:
+    """A chain per backend counting the bytes of its connections' packets by direction, reached in
+    one lookup of the connection's backend (its reply source) from a rule per protocol in each hook."""
+    out = []
+    for proto in (TCP, UDP):
+        picks: dict[tuple[str, int], str] = {}
+        for route in routes:
+            if route.protocol != proto:
+                continue
+            for i, b in enumerate(route.backends):
+                chain = f"bytes_{_backend_chain(route, i)}"
+                out.append(_chain(chain, [f"ct direction {d} counter {_comment(route, b, d)}"
+                                          for d in ("original", "reply")]))
+                picks.setdefault((b.addr, b.port), chain)  # one port per task: a repeat is a stale state
+        if not picks or not addrs:
+            continue
+        vmap = ", ".join(f"{addr} . {port} : goto {chain}" for (addr, port), chain in picks.items())
+        match = (f"meta l4proto {proto} ct status dnat ct original ip daddr {{ {', '.join(addrs)} }} "
+                 f"ct reply ip saddr . ct reply proto-src vmap {{ {vmap} }}")
+        for hook, only in BYTE_HOOKS.items():
+            out.append(_chain(f"bytes_{proto}_{hook}", [
+                f"type filter hook {hook} priority {PRIORITY_FILTER}; policy accept;", only + match]))
+    return out
+
+
 def _refusal_chain(route: Route) -> str:
     return f"refused_{route.protocol}_{route.port}"
 
@@ -185,9 +221,11 @@ def _dnat(route: Route, backend: Backend) -> str:
     return f"meta l4proto {route.protocol} counter dnat to {backend.addr}:{backend.port} {_comment(route, backend)}"
 
 
-def _comment(route: Route, backend: Backend) -> str:
-    """Names what a counter counts, read back by `counts`: service, node, task."""
-    return f"comment \"{route.service_name} {backend.node_id} {backend.task_id}\""
+def _comment(route: Route, backend: Backend, direction: str = "") -> str:
+    """Names what a counter counts, read back by `counts`: service, node, task (and the bytes'
+    direction: in, to the backend, or out)."""
+    way = {"": "", "original": " in", "reply": " out"}[direction]
+    return f"comment \"{route.service_name} {backend.node_id} {backend.task_id}{way}\""
 
 
 def _chain(name: str, rules: list[str]) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -9,6 +10,11 @@ from services.kernel.jetstream import JetStreamLog, connect, ensure_stream
 from services.kernel.memlog import MemoryLog
 from tests.docker_engine import docker_engine, ensure_test_image
 from tests.nats_server import NatsServer, nats_server
+
+# Agents started by tests forward the routing mesh themselves unless a test asks for the kernel:
+# the default, `auto`, would pick the kernel wherever nftables happens to be installed, which an
+# earlier test may have done. Kernel and auto modes have their own tests.
+os.environ.setdefault("SHOAL_INGRESS_MODE", "proxy")
 
 
 @pytest.fixture

@@ -200,10 +200,8 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     """The agent as a Shoal process (`services.kernel.process.run`); a refused join exits `EXIT_REFUSED`."""
     config = AgentConfig.from_args(args)
     nodes = identities(config, await _engine_info(config))
-    ingress_kernel = config.ingress and config.ingress_mode == "kernel"
-    if ingress_kernel:
-        await kernel.check([config.addr])
-    else:
+    ingress_kernel = config.ingress and await kernel.choose(config.ingress_mode, [config.addr])
+    if not ingress_kernel:
         await kernel.remove_left_behind(nodes[0].node_id)
     executor = make_executor(config, [n.node_id for n in nodes])
     agent = Agent(rt.log, rt.nc.publish, nodes, executor, heartbeat_s=config.heartbeat_s, snapshots=rt.snapshots,

@@ -14,7 +14,7 @@ from services.kernel.config import env
 from services.kernel.placement import generic
 
 EXECUTORS = ("process", "sim", "docker")
-INGRESS_MODES = ("proxy", "kernel")
+INGRESS_MODES = ("auto", "proxy", "kernel")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -91,10 +91,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingress", choices=("auto", "on", "off"), default=env("SHOAL_INGRESS", "auto"),
                         help="listen on ingress-published ports on --addr (the routing mesh); auto: on "
                              "unless --executor sim (env SHOAL_INGRESS)")
-    parser.add_argument("--ingress-mode", choices=INGRESS_MODES, default=env("SHOAL_INGRESS_MODE", "proxy"),
-                        help="proxy: the agent forwards (retries a backend that refuses, per-connection metrics); "
-                             "kernel: nftables DNAT rules forward, at a fraction of the CPU, needs root and nft "
-                             "(docs/routing-mesh.md; env SHOAL_INGRESS_MODE)")
+    parser.add_argument("--ingress-mode", choices=INGRESS_MODES, default=env("SHOAL_INGRESS_MODE", "auto"),
+                        help="kernel: nftables DNAT rules forward, at a fraction of the CPU, needs root and nft; "
+                             "proxy: the agent forwards (retries a refusing backend at once, counts bytes relayed); "
+                             "auto: kernel where the agent can, else proxy (docs/routing-mesh.md; "
+                             "env SHOAL_INGRESS_MODE)")
     parser.add_argument("--event-loop", choices=eventloop.CHOICES, default=eventloop.default(),
                         help="uvloop (the default where installed) forwards mesh traffic with less CPU than "
                              "asyncio's own loop (env SHOAL_EVENT_LOOP)")
@@ -124,7 +125,7 @@ class AgentConfig:
     generic_resources: tuple[str, ...] = ()
     """Advertised on every node of this agent (`kind=count` or `kind=name`), over what the engine reports."""
     ingress: bool = False
-    ingress_mode: str = "proxy"
+    ingress_mode: str = "auto"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:

@@ -48,10 +48,10 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 @pytest.fixture
 async def kernel_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
-    """The same cluster with `--ingress-mode kernel`: each agent keeps its node's nftables table, which
-    is gone once the agents have stopped."""
+    """The same cluster in the default `--ingress-mode auto`, which as root with nftables installed is
+    kernel mode: each agent keeps its node's nftables table, which is gone once the agents have stopped."""
     commands(KERNEL_MODE, "the kernel mode's tests")
-    monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
+    monkeypatch.setenv("SHOAL_INGRESS_MODE", "auto")
     async with local_cluster(tmp_path, agents=3, executor="process") as c:
         yield c
         tables = [nft.table_name(n) for n in node_ids(c.options)]

@@ -326,6 +326,36 @@ async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run
     assert "removed the ingress rules an earlier run in kernel mode left" in err.decode()
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    ({}, ["the routing mesh is forwarded by the kernel"]),
+    ({"PATH": str(Path(sys.executable).parent)},
+     ["the routing mesh is forwarded by the agent (proxy mode): kernel mode needs the nft command"]),
+], ids=["kernel where it can", "proxy without nft"])
+async def test_auto_mode_forwards_in_the_kernel_where_the_agent_can_and_says_which(
+        tmp_path: Path, env: dict[str, str], said: list[str]) -> None:
+    """The choice, made at start; the kernel e2e tests run clusters in `auto` mode that forward with
+    rules (tests/e2e/test_routing_mesh.py)."""
+    with nats_server() as nats:
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
+            "process", "--ingress", "on", "--ingress-mode", "auto", cwd=ROOT, env=child_env(**env),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert agent.stderr is not None
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(30):
+                while not all(any(s in line for line in lines) for s in said):
+                    line = (await agent.stderr.readline()).decode()
+                    assert line, f"the agent ended: {''.join(lines)}"
+                    lines.append(line)
+        except TimeoutError:
+            pytest.fail(f"the agent did not say {said} within 30 s: {''.join(lines)}")
+        finally:
+            if agent.returncode is None:
+                agent.terminate()
+            await agent.communicate()
+
+
 @pytest.mark.parametrize(("prefix", "extra", "env", "message"), [
     ((), (), {"PATH": str(Path(sys.executable).parent)}, "--ingress-mode kernel needs the nft command"),
     (("setpriv", "--bounding-set", "-net_admin"), (), {}, "--ingress-mode kernel cannot use nftables"),

@@ -104,11 +104,12 @@ def test_a_docker_engines_node_generic_resources_are_the_nodes() -> None:
     assert engine_description({"GenericResources": "not a list"}, "h").resources.generic_resources is None
 
 
-def test_ingress_mode_defaults_to_the_proxy_and_takes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse().ingress_mode == "proxy"
+def test_ingress_mode_defaults_to_auto_and_takes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_INGRESS_MODE", raising=False)  # tests/conftest.py pins the proxy for the suite
+    assert parse().ingress_mode == "auto"
     assert parse("--ingress-mode", "kernel").ingress_mode == "kernel"
     monkeypatch.setenv("SHOAL_INGRESS_MODE", "kernel")
     assert parse().ingress_mode == "kernel"
     monkeypatch.setenv("SHOAL_INGRESS_MODE", "ipvs")
-    with pytest.raises(SystemExit, match="unknown ingress mode 'ipvs': use one of proxy, kernel"):
+    with pytest.raises(SystemExit, match="unknown ingress mode 'ipvs': use one of auto, proxy, kernel"):
         parse()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
+import uvloop
 
 from services.agent.ingress import conntrack, kernel, nft
 from services.agent.ingress.kernel import NftError
@@ -109,6 +113,11 @@ def test_counts_sum_each_commented_counter_by_what_it_counts_and_its_labels() ->
     assert nft.counts(listing.encode()) == {("forwarded", "web", "n1"): 7, ("refused", "web", "n1"): 1,
                                             ("unrouted", "dns", ""): 7, ("in", "web", "n1"): 120,
                                             ("out", "web", "n1"): 240}
+    # What an nft of another JSON schema might print: refused as a whole (the agent logs and retries).
+    for unreadable in (b"not json", b'{"tables": []}', b'{"nftables": [{"rule": {"chain": "route_tcp_1_0", '
+                       b'"comment": "web n1 t1", "expr": [{"counter": {"packets": "many"}}]}}]}'):
+        with pytest.raises(msgspec.DecodeError):
+            nft.counts(unreadable)
 
 
 def test_an_empty_table_keeps_the_hooks_and_the_same_input_gives_the_same_text() -> None:
@@ -161,3 +170,21 @@ def test_established_counts_the_nodes_own_published_connections_per_service() ->
                          line("10.0.0.1", 30002), line("10.0.0.1", 30053, "udp"), "", "garbage"])
     table = {("tcp", 30001): WEB, ("udp", 30053): DNS}
     assert conntrack.established(listing, ["10.0.0.1"], table) == {"web": 2}, "not another node's, nor unpublished"
+
+
+def test_a_command_gone_before_its_input_is_written_is_an_nft_error_not_a_crash_on_uvloop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop raises RuntimeError writing to the pipe of a child that has exited (its pipes closed):
+    escaping the mesh, it ended the agent. A command given no input gets no pipe to write."""
+    spawn = asyncio.create_subprocess_exec
+
+    async def gone_before_the_write(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await spawn(*args, **kwargs)
+        await proc.wait()
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", gone_before_the_write)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        with pytest.raises(NftError, match="true ended before reading its input"):
+            runner.run(kernel.run_tool(["true"], stdin=b"table ip t {}\n"))
+        assert runner.run(kernel.run_tool(["echo", "listed"])) == b"listed\n"

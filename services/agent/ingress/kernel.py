@@ -16,6 +16,8 @@ import shutil
 import time
 from collections import Counter
 
+import msgspec
+
 from services.agent.ingress import conntrack, nft
 from services.agent.ingress.metrics import ACTIVE, BACKEND_FAILURES, BYTES, CONNECTIONS, UNROUTED
 from services.agent.ingress.table import Table
@@ -36,45 +38,76 @@ async def run_nft(script: str) -> None:
     """One atomic `nft -f -` transaction, over when this returns or raises. Cancelled (the agent
     stopping), it kills `nft` and waits for it: left running, its transaction could commit after the
     next one (the table's removal at stop) and leave the table behind."""
-    await _run([NFT, "-f", "-"], script.encode())
+    await run_tool([NFT, "-f", "-"], script.encode())
 
 
-async def _run(argv: list[str], stdin: bytes = b"") -> bytes:
-    """`argv`'s output; NftError with its stderr if it fails."""
+async def run_tool(argv: list[str], stdin: bytes | None = None) -> bytes:
+    """`argv`'s output; NftError with its stderr if it fails. A command given no input gets none (a
+    pipe it never reads can be closed under the write: uvloop then raises RuntimeError)."""
     try:  # e.g. nft removed since the start check, or no fork to be had: retried like a refusal
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except OSError as e:
         raise NftError(f"cannot run {argv[0]}: {e}") from e
     try:
         out, err = await proc.communicate(stdin)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, RuntimeError, OSError) as e:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-        raise
+        if isinstance(e, asyncio.CancelledError):
+            raise
+        raise NftError(f"{argv[0]} ended before reading its input ({e})") from e
     if proc.returncode != 0:
         raise NftError(err.decode().strip() or f"{argv[0]} exited {proc.returncode}")
     return out
 
 
-async def check(addrs: list[str]) -> None:
-    """SystemExit saying what to do unless this process can manage nftables for these addresses: the
-    agent stops at start rather than run a mesh that forwards nothing."""
-    advice = "run the agent as root (CAP_NET_ADMIN) with nftables installed, or use --ingress-mode proxy"
+async def unusable(addrs: list[str]) -> str | None:
+    """Why this process cannot forward in the kernel for these node addresses, or None if it can."""
     try:
         nft.check_addrs(addrs)
     except ValueError as e:
-        raise SystemExit(f"--ingress-mode kernel needs IPv4 node addresses: {e}; use --ingress-mode proxy") from e
+        return f"needs IPv4 node addresses ({e})"
     if shutil.which(NFT) is None:
-        raise SystemExit(f"--ingress-mode kernel needs the nft command, which is not on PATH: {advice}")
+        return "needs the nft command (Debian's nftables), which is not on PATH"
     try:
         await run_nft("list tables\n")
     except NftError as e:
-        raise SystemExit(f"--ingress-mode kernel cannot use nftables ({e}): {advice}") from e
+        return f"cannot use nftables ({e})"
+    return None
+
+
+async def check(addrs: list[str]) -> None:
+    """SystemExit saying what to do unless this process can manage nftables for these addresses: an
+    agent asked for kernel mode stops at start rather than run a mesh that forwards nothing."""
+    if (why := await unusable(addrs)) is not None:
+        raise SystemExit(f"--ingress-mode kernel {why}: run the agent as root (CAP_NET_ADMIN) with nftables "
+                         "installed and an IPv4 --addr, or use --ingress-mode proxy")
+
+
+def warn_without_conntrack() -> None:
     if shutil.which(CONNTRACK) is None:
         log.warning("no conntrack command: the mesh's active connections are not counted in kernel mode; "
                     "install conntrack (Debian's conntrack package) to have them")
+
+
+async def choose(mode: str, addrs: list[str]) -> bool:
+    """Whether the mesh forwards in the kernel: asked for (`kernel`, or SystemExit if it cannot), or
+    wherever it can (`auto`, said in the log either way)."""
+    if mode == "proxy":
+        return False
+    if mode == "kernel":
+        await check(addrs)
+    elif (why := await unusable(addrs)) is not None:
+        log.info("the routing mesh is forwarded by the agent (proxy mode): kernel mode " + why)
+        return False
+    else:
+        log.info("the routing mesh is forwarded by the kernel (nftables; --ingress-mode proxy to have the agent "
+                 "forward)")
+    warn_without_conntrack()
+    return True
 
 
 async def remove_left_behind(node_id: str) -> None:
@@ -142,10 +175,14 @@ class KernelForwarder:
 
     async def _read_counters(self) -> None:
         try:
-            counts = nft.counts(await _run([NFT, "-j", "list", "table", "ip", self.name]))
+            listing = await run_tool([NFT, "-j", "list", "table", "ip", self.name])
         except NftError:
             self.applied = None
             raise
+        try:
+            counts = nft.counts(listing)
+        except msgspec.DecodeError as e:  # an nft whose JSON is not shaped like 1.0's (ValidationError too)
+            raise NftError(f"cannot read nft's listing: {e}") from e
         for (kind, service, node), value in counts.items():
             added = value - self.seen[(kind, service, node)]
             if added <= 0:
@@ -164,7 +201,7 @@ class KernelForwarder:
         if shutil.which(CONNTRACK) is None:
             return
         try:
-            listing = await _run([CONNTRACK, "-L", "-p", "tcp", "--dst-nat", "--state", "ESTABLISHED"])
+            listing = await run_tool([CONNTRACK, "-L", "-p", "tcp", "--dst-nat", "--state", "ESTABLISHED"])
         except NftError as e:
             if not self.conntrack_failed:
                 log.warning("cannot count the mesh's active connections", extra={"error": str(e)})
@@ -179,3 +216,4 @@ class KernelForwarder:
     async def remove(self) -> None:
         await run_nft(nft.delete(self.name))
         self.applied = None
+        log.info("ingress rules removed", extra={"table": self.name})

@@ -99,6 +99,11 @@ CountKey = tuple[Kind, str, str]
 service and backend node ("" for "unrouted")."""
 
 
+class _Counter(msgspec.Struct):
+    packets: int = 0
+    bytes: int = 0
+
+
 class _Rule(msgspec.Struct):
     chain: str
     expr: list[dict[str, Any]]
@@ -117,18 +122,22 @@ def counts(listing: bytes) -> Counter[CountKey]:
     """What each commented counter of `nft -j list table` saw, summed per what it counts and the
     metrics' labels (a node's backends, an unrouted port's rule per node address): the first packet
     of each connection or UDP flow a backend was given, each refusal of a backend, each connection to
-    a route without backends, and the bytes of packets (headers included) to and from each backend."""
+    a route without backends, and the bytes of packets (headers included) to and from each backend.
+    msgspec.ValidationError if the listing is not shaped like nft 1.0's."""
     out: Counter[CountKey] = Counter()
     for item in msgspec.json.decode(listing, type=_Listing).nftables:
         rule = item.rule
-        counter = next((e["counter"] for e in rule.expr if "counter" in e), None) if rule is not None else None
-        if rule is None or counter is None or not rule.comment:
+        found = next((e["counter"] for e in rule.expr if "counter" in e), None) if rule is not None else None
+        if rule is None or found is None:
             continue
+        counter = msgspec.convert(found, _Counter)
         words = rule.comment.split()
+        if not words:
+            continue
         kind: Kind = ("refused" if rule.chain.startswith("refused_") else
                       "forwarded" if rule.chain.startswith("route_") else
                       ("in" if words[-1] == "in" else "out") if rule.chain.startswith("bytes_") else "unrouted")
-        value = counter["bytes"] if kind in ("in", "out") else counter["packets"]
+        value = counter.bytes if kind in ("in", "out") else counter.packets
         out[(kind, words[0], words[1] if len(words) > 1 else "")] += value
     return out
 

@@ -25,7 +25,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.agent.ingress import nft
-from services.agent.ingress.kernel import KernelForwarder, run_nft
+from services.agent.ingress.kernel import KernelForwarder, run_nft, run_tool
 from services.agent.ingress.table import Backend, Route
 from tests.apt import KERNEL_MODE, commands
 from tests.nats_server import child_env, free_port, nats_server
@@ -248,6 +248,62 @@ async def test_bytes_are_counted_once_each_way_and_an_open_connection_is_active(
         assert sample("shoal_ingress_connections_total", backend="n1") == 1
     finally:
         await forwarder.remove()
+
+
+NAME_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    _, client = s.recvfrom(64)
+    s.sendto(sys.argv[3].encode(), client)
+"""
+
+
+async def test_a_departed_backend_is_forgotten_by_conntrack_so_clients_move_on(
+        peers: tuple[Peer, Peer], servers: list[asyncio.subprocess.Process], caplog: pytest.LogCaptureFixture) -> None:
+    """A connection whose SYN went to a node that no longer answers, and a UDP flow whose backend
+    left, would keep their conntrack entry and so their backend; dropped from the routes, the backend
+    is dropped from conntrack too, and the client's next SYN or datagram finds the backend left."""
+    _, node2 = peers
+    node_addr, published, port = node2.host_addr, free_port(), free_port()
+    await _serve(servers, [], node_addr, port, "local")
+    await _serve(servers, [], node_addr, port, "local", script=NAME_UDP)
+    await _serve(servers, node2.run(), node2.addr, port, "remote", script=NAME_UDP)
+    drop = f"table ip gone {{\nchain input {{\ntype filter hook input priority 0;\ntcp dport {port} drop\n}}\n}}\n"
+    await run_tool(node2.run("nft", "-f", "-"), stdin=drop.encode())  # the node "went down", for TCP
+    local, remote = Backend("n1", "t1", node_addr, port), Backend("n2", "t2", node2.addr, port)
+    forwarder = KernelForwarder(f"itestf{os.getpid()}", [node_addr])
+    try:
+        await forwarder.apply({("tcp", published): Route("tcp", published, "s1", "web", (remote,)),
+                               ("udp", published): Route("udp", published, "s2", "dns", (remote,))})
+        udp, reply = await asyncio.get_running_loop().create_datagram_endpoint(_Replies,
+                                                                               remote_addr=(node_addr, published))
+        udp.sendto(b"who")
+        assert await asyncio.wait_for(reply.answers.get(), 5) == b"remote"
+        connecting = asyncio.create_task(asyncio.open_connection(node_addr, published))
+        await asyncio.sleep(0.3)  # its first SYN sent, to the node that does not answer
+        await forwarder.apply({("tcp", published): Route("tcp", published, "s1", "web", (local,)),
+                               ("udp", published): Route("udp", published, "s2", "dns", (local,))})
+        reader, writer = await asyncio.wait_for(connecting, 10)  # the SYN sent again after 1 s
+        assert await reader.read() == b"local"
+        writer.close()
+        udp.sendto(b"who")  # the same flow (client address and port)
+        assert await asyncio.wait_for(reply.answers.get(), 5) == b"local"
+        udp.close()
+        await forwarder.apply({})  # the local TCP backend leaves with nothing unanswered: nothing to forget
+        assert "cannot drop" not in caplog.text, caplog.text
+    finally:
+        await forwarder.remove()
+
+
+class _Replies(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.answers.put_nowait(data)
 
 
 def _nft_children() -> list[int]:

@@ -188,3 +188,15 @@ def test_a_command_gone_before_its_input_is_written_is_an_nft_error_not_a_crash_
         with pytest.raises(NftError, match="true ended before reading its input"):
             runner.run(kernel.run_tool(["true"], stdin=b"table ip t {}\n"))
         assert runner.run(kernel.run_tool(["echo", "listed"])) == b"listed\n"
+
+
+def test_backends_that_left_every_route_are_forgotten_by_conntrack_tcp_only_where_unanswered() -> None:
+    moved = Route("tcp", 30001, "s1", "web", (Backend("n3", "t3", "127.0.0.3", 41002),))
+    dns = Route("udp", 30053, "s2", "dns", (Backend("n1", "t5", "127.0.0.1", 41000),))
+    assert conntrack.departed({("tcp", 30001): WEB, ("udp", 30053): dns}, {("tcp", 30001): moved}) == [
+        ("tcp", "127.0.0.1", 41000), ("udp", "127.0.0.1", 41000)]
+    assert conntrack.departed({("tcp", 30001): WEB}, {("tcp", 30001): WEB}) == []
+    assert conntrack.forget(("tcp", "127.0.0.1", 41000)) == [
+        "-D", "-p", "tcp", "--dst-nat", "--reply-src", "127.0.0.1", "--reply-port-src", "41000", "--state", "SYN_SENT"]
+    assert conntrack.forget(("udp", "10.0.0.2", 41003)) == [
+        "-D", "-p", "udp", "--dst-nat", "--reply-src", "10.0.0.2", "--reply-port-src", "41003"]

@@ -89,8 +89,9 @@ async def check(addrs: list[str]) -> None:
 
 def warn_without_conntrack() -> None:
     if shutil.which(CONNTRACK) is None:
-        log.warning("no conntrack command: the mesh's active connections are not counted in kernel mode; "
-                    "install conntrack (Debian's conntrack package) to have them")
+        log.warning("no conntrack command: in kernel mode the mesh's active connections are not counted, and "
+                    "connections to a backend that left are not moved on; install conntrack (Debian's "
+                    "conntrack package) to have both")
 
 
 async def choose(mode: str, addrs: list[str]) -> bool:
@@ -143,7 +144,6 @@ class KernelForwarder:
     async def apply(self, table: Table) -> None:
         """Replace the node's table (a stale one from an earlier run included) if the rules changed;
         what the old rules counted is read first, since their counters go with them."""
-        self.table = table
         text = nft.ruleset(self.name, self.addrs, table)
         if text == self.applied:
             return
@@ -151,8 +151,10 @@ class KernelForwarder:
             with contextlib.suppress(NftError):  # a table someone removed has nothing left to read
                 await self._read_counters()
         await run_nft(text)
+        before, self.table = self.table, table
         self.applied = text
         self.seen.clear()
+        await self._forget(conntrack.departed(before, table))
         left_out = nft.unreachable(table)
         log.info("ingress rules applied", extra={"table": self.name, "routes": len(table),
                                                  "backends": sum(len(r.backends) for r in table.values())
@@ -195,6 +197,19 @@ class KernelForwarder:
                 metric = CONNECTIONS if kind == "forwarded" else BACKEND_FAILURES
                 metric.labels(service=service, backend=node).inc(added)
         self.seen = counts
+
+    async def _forget(self, departed: list[conntrack.Endpoint]) -> None:
+        """Make conntrack forget what it would keep sending to backends that left (`conntrack.forget`)."""
+        if not departed or shutil.which(CONNTRACK) is None:
+            return
+        for protocol, addr, port in departed:
+            try:
+                await run_tool([CONNTRACK, *conntrack.forget((protocol, addr, port))])
+            except NftError as e:
+                if conntrack.NONE_DELETED in str(e):  # conntrack exits 1 when nothing matched
+                    continue
+                log.warning("cannot drop the connections of a backend that left",
+                            extra={"backend": f"{addr}:{port}/{protocol}", "error": str(e)})
 
     async def _count_active(self) -> None:
         """The active connections gauge, from conntrack's table (the rules cannot count what ends)."""

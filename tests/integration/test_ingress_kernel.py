@@ -133,6 +133,16 @@ async def _serve(procs: list[asyncio.subprocess.Process], argv: list[str], addr:
     assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"ready\n"
 
 
+async def _ask(client: Peer, addr: str, port: int, connections: int) -> Counter[str]:
+    """The answers to `connections` connections made one after another from the client's host; every
+    one must succeed."""
+    argv = client.run(sys.executable, "-c", ASK, addr, str(port), str(connections))
+    ask = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(ask.communicate(), 60)
+    assert ask.returncode == 0, f"a connection failed: {err.decode()}"
+    return Counter(out.decode().split())
+
+
 async def test_connections_from_another_host_reach_local_and_remote_backends(
         peers: tuple[Peer, Peer], servers: list[asyncio.subprocess.Process]) -> None:
     client, node2 = peers
@@ -146,12 +156,7 @@ async def test_connections_from_another_host_reach_local_and_remote_backends(
     forwarder = KernelForwarder(f"itest{os.getpid()}", [node_addr])
     try:
         await forwarder.apply({("tcp", published): route})
-        ask = await asyncio.create_subprocess_exec(*client.run(sys.executable, "-c", ASK, node_addr, str(published),
-                                                               "10"),
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(ask.communicate(), 60)
-        assert ask.returncode == 0, err.decode()
-        assert Counter(out.decode().split()) == {"local": 5, "remote": 5}
+        assert await _ask(client, node_addr, published, 10) == {"local": 5, "remote": 5}
         await forwarder.count()
     finally:
         await forwarder.remove()
@@ -185,12 +190,7 @@ async def test_backends_that_refuse_are_skipped_and_counted(
     forwarder = KernelForwarder(f"itestr{os.getpid()}", [node_addr])
     try:
         await forwarder.apply({("tcp", published): route})
-        ask = await asyncio.create_subprocess_exec(*client.run(sys.executable, "-c", ASK, node_addr, str(published),
-                                                               "4"),
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(ask.communicate(), 60)
-        assert ask.returncode == 0, f"a connection failed: {err.decode()}"
-        assert Counter(out.decode().split()) == {"local": 2, "remote": 2}
+        assert await _ask(client, node_addr, published, 4) == {"local": 2, "remote": 2}
         await forwarder.count()
     finally:
         await forwarder.remove()

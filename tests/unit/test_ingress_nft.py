@@ -170,6 +170,8 @@ def test_established_counts_the_nodes_own_published_connections_per_service() ->
                          line("10.0.0.1", 30002), line("10.0.0.1", 30053, "udp"), "", "garbage"])
     table = {("tcp", 30001): WEB, ("udp", 30053): DNS}
     assert conntrack.established(listing, ["10.0.0.1"], table) == {"web": 2}, "not another node's, nor unpublished"
+    assert conntrack.established_on("10.0.0.1") == [
+        "-L", "-p", "tcp", "--dst-nat", "--state", "ESTABLISHED", "--orig-dst", "10.0.0.1"]
 
 
 def test_a_command_gone_before_its_input_is_written_is_an_nft_error_not_a_crash_on_uvloop(

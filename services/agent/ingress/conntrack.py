@@ -1,5 +1,5 @@
 """The connections the kernel forwards for the mesh, as conntrack keeps them (pure): how many are
-open (`conntrack -L`), what the rules' counters cannot say since nothing counts a connection's end;
+open (`conntrack -L`, `established_on`), what the rules' counters cannot say since nothing counts a connection's end;
 and which to forget when a backend leaves (`conntrack -D`).
 
 A line of `conntrack -L` gives the original direction first (`src=`, `dst=`, `sport=`, `dport=`: the
@@ -18,6 +18,12 @@ Endpoint = tuple[str, str, int]
 """(protocol, address, port) of a backend."""
 NONE_DELETED = ": 0 flow entries have been deleted"
 """What `conntrack -D` says, exiting 1, when nothing matched."""
+
+
+def established_on(addr: str) -> list[str]:
+    """`conntrack -L` arguments for the open TCP connections DNATed from `addr` (their original
+    destination): what `established` counts, of one node address."""
+    return ["-L", "-p", TCP, "--dst-nat", "--state", "ESTABLISHED", "--orig-dst", addr]
 
 
 def established(listing: str, addrs: Sequence[str], table: Table) -> Counter[str]:

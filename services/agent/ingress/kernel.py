@@ -215,8 +215,8 @@ class KernelForwarder:
         """The active connections gauge, from conntrack's table (the rules cannot count what ends)."""
         if shutil.which(CONNTRACK) is None:
             return
-        try:
-            listing = await run_tool([CONNTRACK, "-L", "-p", "tcp", "--dst-nat", "--state", "ESTABLISHED"])
+        try:  # filtered by the kernel where it can: a node's table may hold many other connections
+            listing = b"".join([await run_tool([CONNTRACK, *conntrack.established_on(addr)]) for addr in self.addrs])
         except NftError as e:
             if not self.conntrack_failed:
                 log.warning("cannot count the mesh's active connections", extra={"error": str(e)})

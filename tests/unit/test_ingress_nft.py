@@ -1,4 +1,4 @@
-"""The kernel mode's rules as text: what each route becomes, for both hooks, and the table's name."""
+"""The kernel mode's rules as text, what their counters and conntrack say, and the table's name."""
 
 from __future__ import annotations
 

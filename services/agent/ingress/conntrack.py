@@ -1,6 +1,6 @@
 """The connections the kernel forwards for the mesh, as conntrack keeps them (pure): how many are
-open (`conntrack -L`, `established_on`), what the rules' counters cannot say since nothing counts a connection's end;
-and which to forget when a backend leaves (`conntrack -D`).
+open (`conntrack -L`, `established_on`), which the rules' counters cannot say since nothing counts a
+connection's end; and which to forget when a backend leaves (`conntrack -D`, `forget`).
 
 A line of `conntrack -L` gives the original direction first (`src=`, `dst=`, `sport=`, `dport=`: the
 client's view, the node's address and published port) and the reply direction after (the backend's).

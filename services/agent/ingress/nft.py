@@ -134,12 +134,19 @@ def counts(listing: bytes) -> Counter[CountKey]:
         words = rule.comment.split()
         if not words:
             continue
-        kind: Kind = ("refused" if rule.chain.startswith("refused_") else
-                      "forwarded" if rule.chain.startswith("route_") else
-                      ("in" if words[-1] == "in" else "out") if rule.chain.startswith("bytes_") else "unrouted")
+        kind = _kind(rule.chain, words[-1])
         value = counter.bytes if kind in ("in", "out") else counter.packets
         out[(kind, words[0], words[1] if len(words) > 1 else "")] += value
     return out
+
+
+def _kind(chain: str, last_word: str) -> Kind:
+    """What a commented counter counts, told by the chain it is in (the names `ruleset` gives)."""
+    if chain.startswith("bytes_"):
+        return "in" if last_word == "in" else "out"
+    if chain.startswith("refused_"):
+        return "refused"
+    return "forwarded" if chain.startswith("route_") else "unrouted"
 
 
 def _is_ipv4(addr: str) -> bool:

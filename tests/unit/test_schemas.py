@@ -16,9 +16,11 @@ from schemas.node import Node
 from schemas.service import Service, ServiceSpec
 from schemas.task import RANK, Task, TaskState, TaskStatus, can_move, is_terminal
 
-EXAMPLES = json.loads(
-    (Path(__file__).resolve().parents[2].parent / "shared/reference/docker-cli-examples.json").read_text()
-)
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared/reference/docker-cli-examples.json"
+if not REFERENCE.is_file():
+    raise FileNotFoundError(f"{REFERENCE} is missing: these tests decode the docker CLI's bodies recorded in the "
+                            "project's shared reference, which must sit beside the checkout (../shared)")
+EXAMPLES = json.loads(REFERENCE.read_text())
 
 
 def _bodies(kind: str) -> list[Any]:

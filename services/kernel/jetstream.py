@@ -30,6 +30,7 @@ from services.kernel.eventlog import (
     all_settled,
 )
 from services.kernel.ids import new_id
+from services.kernel.nats_client import ShoalClient
 from services.kernel.subjects import ALL, LAYOUT, TASKS, Filter
 
 log = logging.getLogger(__name__)
@@ -408,6 +409,8 @@ async def connect(servers: list[str], name: str) -> Client:
     async def on_error(e: Exception) -> None:
         log.warning("nats error: %r", e)
 
-    return await nats.connect(
-        servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error
-    )
+    nc = ShoalClient()
+    await nc.connect(  # nats-py annotates the wait as int, and sleeps for it: half a second is meant
+        servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
+        error_cb=on_error)
+    return nc

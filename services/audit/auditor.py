@@ -84,8 +84,9 @@ class Auditor:
             apply(self.state, seq, env)
 
     async def handle(self, seq_of: Sequence[int], msgs: Sequence[Delivered]) -> bool:
-        """Write the lines of a fetched batch (skipping what the journal holds), fsync, then ack.
-        False, with nothing after the gap written or acked, if an entry arrived out of order."""
+        """Write the lines of a fetched batch (skipping what the journal holds), fsync, then ack the
+        last one written or skipped (one acknowledgement per batch, not per entry). False, with
+        nothing after the gap written or acked, if an entry arrived out of order."""
         lines, done, in_order = [], 0, True
         for seq, msg in zip(seq_of, msgs, strict=True):
             if seq > self.last + 1:
@@ -103,8 +104,8 @@ class Auditor:
             await asyncio.to_thread(self.journal.write, lines)
             LINES.inc(len(lines))
             JOURNAL_SEQ.set(self.last)
-        for msg in msgs[:done]:
-            await msg.ack()
+        if done:  # the consumer acknowledges all: the last in-order entry acks every one before it
+            await msgs[done - 1].ack()
         return in_order
 
 

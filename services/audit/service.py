@@ -15,6 +15,7 @@ from nats.js import JetStreamContext, api
 from services.audit.auditor import Auditor, JournalAhead
 from services.audit.journal import Journal
 from services.kernel.config import env
+from services.kernel.jetstream import stream_seq
 from services.kernel.process import Runtime
 from services.kernel.subjects import ALL
 
@@ -55,7 +56,7 @@ async def _drain(sub: JetStreamContext.PullSubscription, auditor: Auditor, batch
             msgs = await sub.fetch(batch, timeout=1.0)
         except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing is waiting
             continue
-        if not await auditor.handle([m.metadata.sequence.stream for m in msgs], msgs):
+        if not await auditor.handle([stream_seq(m.reply) for m in msgs], msgs):
             log.warning("delivery out of order; restarting the consumer at the journal's end",
                         extra={"seq": auditor.last})
             return
@@ -68,7 +69,7 @@ async def _subscribe(js: JetStreamContext, stream: str, durable: str, last: int,
     behind newer ones: resuming it would reorder the journal, so it is replaced."""
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(stream, durable)
-    config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+    config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                 opt_start_seq=last + 1, max_ack_pending=batch, ack_wait=60)
     sub = await js.pull_subscribe(ALL, durable=durable, stream=stream, config=config)
     log.info("auditing", extra={"consumer": durable, "from_seq": last + 1})

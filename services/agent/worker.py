@@ -13,11 +13,11 @@ pipelined batches), so driving never waits for the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
 import msgspec
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
@@ -27,13 +27,15 @@ from services.agent.executor import Container, Executor, ExecutorError, Phase, n
 from services.agent.metrics import EXECUTOR_ERRORS, EXECUTOR_OPS, TASKS_RUNNING
 from services.agent.ports import DRAIN_S, pick_avoiding
 from services.agent.progress import Op, Step, failed, next_step
+from services.kernel import tracing
 from services.kernel.ports import endpoint_ports
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[Task, TaskStatus], None]
 TraceOf = Callable[[Task], Context | None]
-"""The trace a task's executor work continues (None: not traced)."""
+"""The trace a task's executor work continues (None: not traced): each operation is a span in it or,
+where spans are not recorded, runs in it (its log lines carry the trace id)."""
 PortsFor = Callable[[Task], list[PortConfig] | None]
 """The node-local ports a task is reached on (`ports.node_ports`); None: it publishes none."""
 
@@ -65,10 +67,12 @@ class _Slot:
 
 class Worker:
     def __init__(self, executor: Executor, report: Report, trace_of: TraceOf | None = None,
-                 ports_for: PortsFor | None = None) -> None:
+                 ports_for: PortsFor | None = None, *, recording: bool | None = None) -> None:
         self.executor = executor
         self.report = report
         self.trace_of = trace_of
+        self.recording = tracing.recording() if recording is None else recording
+        """Each executor operation is a span (default: as `tracing.setup` chose for this process)."""
         self.ports_for = ports_for
         self.slots: dict[str, _Slot] = {}
         self._ready = False
@@ -245,10 +249,16 @@ class Worker:
     async def _call(self, op: Op, task: Task) -> Container | None:
         self._ops[op].inc()
         parent = self.trace_of(task) if self.trace_of is not None else None
+        if parent is None:
+            return await self._execute(op, task)
+        if not self.recording:  # a span would be thrown away: run in the parent's context, a third of the cost
+            token = otel_context.attach(parent)
+            try:
+                return await self._execute(op, task)
+            finally:
+                otel_context.detach(token)
         attributes = {"shoal.task_id": task.id, "shoal.executor": self.executor.kind}
-        span = (_tracer.start_as_current_span(f"executor {op.value}", context=parent, attributes=attributes)
-                if parent is not None else contextlib.nullcontext())
-        with span:
+        with _tracer.start_as_current_span(f"executor {op.value}", context=parent, attributes=attributes):
             return await self._execute(op, task)
 
     async def _execute(self, op: Op, task: Task) -> Container | None:

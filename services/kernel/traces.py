@@ -10,10 +10,16 @@ Bounded: only the most recently touched objects are remembered (and entries far 
 the log are not recorded at all while a projection catches up, so replay costs nothing more); an
 object that fell out starts a new trace, which costs a broken link in a trace viewer, never a wrong
 decision.
+
+Where no span is recorded (`tracing.recording`), a writer need not start one to carry the trace:
+`child_traceparent` makes the header such a span would have had, and `remote_context` the parent
+context, as strings and small objects, without the global propagator or tracer.
 """
 
 from __future__ import annotations
 
+import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -91,6 +97,58 @@ class TraceIndex:
 def context_of(traceparent: str | None) -> Context | None:
     """The remote parent a span continues (None: start a new trace)."""
     return propagate.extract({TRACEPARENT: traceparent}) if traceparent else None
+
+
+_TRACEPARENT_FORMAT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)")
+_TRACEPARENT_MAX = 512
+_RANDOM_TRACE_ID = int(trace.TraceFlags.RANDOM_TRACE_ID)
+
+
+def _parsed(traceparent: str | None) -> tuple[str, str, int] | None:
+    """Trace id, span id and flags of a `traceparent` the W3C propagator's `extract` would continue (its
+    rules, so both paths agree on which parents continue); None for any other: a malformed header
+    in the log starts a new trace, never an error."""
+    if not traceparent or len(traceparent) > _TRACEPARENT_MAX:
+        return None
+    match = _TRACEPARENT_FORMAT.fullmatch(traceparent)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff" or (version == "00" and rest):
+        return None
+    return trace_id, span_id, int(flags, 16)
+
+
+def _random_id(bits: int) -> int:
+    """As the SDK's id generator makes them: random, never 0 (the invalid id)."""
+    while True:
+        if value := random.getrandbits(bits):
+            return value
+
+
+def child_traceparent(parent: str | None) -> str:
+    """The `traceparent` a span continuing `parent` carries when the sampler is `always_off`, made
+    without starting one: the parent's trace id, a new span id, unsampled, the parent's
+    random-trace-id flag kept. No parent (or a malformed one): a new trace, flagged random as the
+    SDK's ids are. Starting, injecting and ending a span only to carry this was half of what an
+    agent's status report cost."""
+    found = _parsed(parent)
+    if found is None:
+        return f"00-{_random_id(128):032x}-{_random_id(64):016x}-{_RANDOM_TRACE_ID:02x}"
+    trace_id, _, flags = found
+    return f"00-{trace_id}-{_random_id(64):016x}-{flags & _RANDOM_TRACE_ID:02x}"
+
+
+def remote_context(traceparent: str | None) -> Context | None:
+    """`context_of` without the global propagator, at half its cost: for work that starts no span but
+    should run in the trace (so its log lines carry the trace id). None: not in a trace."""
+    found = _parsed(traceparent)
+    if found is None:
+        return None
+    trace_id, span_id, flags = found
+    parent = trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
+                               trace_flags=trace.TraceFlags(flags))
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
 class Continuations:

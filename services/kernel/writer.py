@@ -2,7 +2,8 @@
 
 Decisions are pure and return bare events; this shell stamps each with an id (also its
 `Nats-Msg-Id`, so a retried append is never stored twice), the time, the actor and the current
-trace context (or the one given per intent), then appends the whole batch without awaiting acks one by one.
+trace context (or the one given per intent, or trace headers the caller made), then appends the whole
+batch without awaiting acks one by one.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ class Writer:
         self.term = term
 
     def seal(self, intent: Intent, state: ClusterState, context: Context | None = None) -> Append:
-        return self._seal(intent, state, _carried(context))
+        return self.seal_with_headers(intent, state, _carried(context))
 
-    def _seal(self, intent: Intent, state: ClusterState, headers: dict[str, str] | None) -> Append:
+    def seal_with_headers(self, intent: Intent, state: ClusterState, headers: dict[str, str] | None) -> Append:
+        """`seal` carrying `headers` as they are, for a writer that made its trace headers itself (an
+        agent's report while no span is recorded: `traces.child_traceparent`)."""
         env = Envelope(id=new_id(), time=now(), actor=self.actor, event=intent.event)
         return Append(
             subject=subject_for(intent.event, state),
@@ -86,7 +89,7 @@ class Writer:
         for intent, context in zip(intents, per_intent, strict=True):
             if id(context) not in injected:
                 injected[id(context)] = _carried(context)
-            appends.append(self._seal(intent, state, injected[id(context)]))
+            appends.append(self.seal_with_headers(intent, state, injected[id(context)]))
         results = await (self.log.append(appends) if self.term is None else self._fenced(appends, self.term, state))
         for intent, result in zip(intents, results, strict=True):
             kind = type(intent.event).__name__

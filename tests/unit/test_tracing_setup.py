@@ -12,6 +12,7 @@ _PROBE = """
 import json
 from opentelemetry import propagate, trace
 from services.kernel import tracing
+before = tracing.recording()
 tracing.setup("probe")
 tracer = trace.get_tracer("probe")
 parent = tracer.start_span("request")
@@ -21,7 +22,7 @@ child = tracer.start_span("reaction", context=propagate.extract(headers))
 unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
 late = tracer.start_span("after an untraced hop", context=propagate.extract(unsampled))
 print(json.dumps({"recording": [parent.is_recording(), child.is_recording()], "headers": headers,
-                  "after_unsampled": late.is_recording(),
+                  "after_unsampled": late.is_recording(), "recording_flag": [before, tracing.recording()],
                   "same_trace": child.get_span_context().trace_id == parent.get_span_context().trace_id}))
 """
 
@@ -39,10 +40,13 @@ def test_without_an_exporter_no_span_is_recorded_but_the_trace_is_carried() -> N
     result = probe("none")
     assert result["recording"] == [False, False]
     assert "traceparent" in result["headers"] and result["same_trace"]  # type: ignore[operator]
+    assert result["recording_flag"] == [True, False], "recording until set up; then off, for writers to skip spans"
 
 
 def test_with_an_exporter_spans_are_recorded() -> None:
-    assert probe("console")["recording"] == [True, True]
+    result = probe("console")
+    assert result["recording"] == [True, True]
+    assert result["recording_flag"] == [True, True]
 
 
 def test_with_an_exporter_a_span_continuing_an_unsampled_context_is_recorded() -> None:

@@ -135,6 +135,26 @@ async def test_a_report_in_flight_is_sent_and_the_next_queues_behind_it(s: Setup
         run.cancel()
 
 
+async def test_transitions_within_the_window_of_a_first_report_are_one_report(s: Setup) -> None:
+    """A task that starts within the window is reported once, running; one that takes longer is
+    reported when the window closes and again once it runs."""
+    quick, slow = await s.assigned(), await s.assigned()
+    reporter = Reporter(s.log, s.view, window_s=0.2)
+    run = asyncio.get_running_loop().create_task(reporter.run())
+    try:
+        reporter.report(quick, TaskStatus(state=S.ACCEPTED, message="accepted"))
+        reporter.report(slow, TaskStatus(state=S.ACCEPTED, message="accepted"))
+        await asyncio.sleep(0.05)
+        reporter.report(quick, TaskStatus(state=S.RUNNING, message="started"))
+        await s.until_reports(2)
+        reporter.report(slow, TaskStatus(state=S.RUNNING, message="started"))
+        await s.until_reports(3)
+        assert [(task_id, state) for task_id, state, _ in s.reports()] == [
+            (quick.id, S.RUNNING), (slow.id, S.ACCEPTED), (slow.id, S.RUNNING)]
+    finally:
+        run.cancel()
+
+
 async def test_flush_on_stop_sends_the_newest_queued_report_of_each_task(s: Setup) -> None:
     a, b = await s.assigned(), await s.assigned()
     reporter = Reporter(s.log, s.view)

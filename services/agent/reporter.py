@@ -10,8 +10,9 @@ forward jumps. A report already in flight is never replaced: the next one queues
 batch is sent `WINDOW_S` after its first report, so transitions within that window share it.
 
 The agent is the only writer of a task's status leaf and the fold drops backwards reports, so no
-compare-and-set is needed. Reports are sealed (id, time, actor) when they happen, so the event time
-is the transition's time however long the log takes; a failed batch is re-sent as the same entries
+compare-and-set is needed. A report's time is taken when it happens, so the event time is the
+transition's time however long the log takes. It is sealed (id, actor, trace) when its batch is
+taken to be sent, so a replaced report costs no encoding; a failed batch is re-sent as the same entries
 (same `Nats-Msg-Id`), so a retry never stores a report twice. Reports still unsent when the agent
 dies are not lost in any way that matters: the agent decides again from the log on restart and
 reports whatever the log does not show yet.
@@ -21,7 +22,8 @@ agent's own previous report), so a request's trace reaches the container it star
 report keeps its span (the agent did reach that state), a sibling of the report that replaced it.
 Where no span is recorded (no exporter: `tracing.recording`), a report starts none: its
 `traceparent` is made as a string in the same trace (`traces.child_traceparent`), so log lines and
-audit entries still correlate, for half of what a report cost with a span.
+audit entries still correlate, for half of what a report cost with a span. (Where spans are
+recorded, each report is sealed at once as its span's child.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from opentelemetry.context import Context
 
@@ -53,6 +56,16 @@ container, a sim task) costs one report, `running`, instead of `accepted` and th
 entry fewer for the server to store and every process to read."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Unsealed:
+    """A report not yet made an entry: where no span is recorded, a report is sealed only if it is
+    still the task's newest when its batch is sent (most are replaced first), at its own time."""
+
+    writer: Writer
+    event: TaskStatusChanged
+    time_ns: int
+
+
 class Reporter:
     def __init__(self, eventlog: EventLog, projection: Projection, *, recording: bool | None = None,
                  window_s: float = WINDOW_S) -> None:
@@ -66,7 +79,7 @@ class Reporter:
         self.recording = tracing.recording() if recording is None else recording
         """Each report is a span (default: as `tracing.setup` chose for this process)."""
         self._writers: dict[str, Writer] = {}
-        self._queue: dict[str, Append] = {}
+        self._queue: dict[str, Append | _Unsealed] = {}
         """The newest unsent report per task id, in the order tasks were first queued."""
         self._in_flight: list[Append] = []
         self._wake = asyncio.Event()
@@ -76,19 +89,26 @@ class Reporter:
         if writer is None:
             writer = self._writers[task.node_id] = Writer(self.log, actor=f"agent:{task.node_id}")
         event = TaskStatusChanged(task_id=task.id, status=status)
-        sealed = self._seal(writer, event, self.projection.state)
+        queued = (_Unsealed(writer, event, time.time_ns()) if not self.recording
+                  else self._traced(writer, event, self.projection.state))
         if task.id in self._queue:
             REPORTS_REPLACED.inc()
-        self._queue[task.id] = sealed  # the event's time is this, the newest, transition's
+        self._queue[task.id] = queued  # the event's time is this, the newest, transition's
         if status.state is TaskState.RUNNING:
             observe_started(task)
         self._wake.set()
 
-    def _seal(self, writer: Writer, event: TaskStatusChanged, state: ClusterState) -> Append:
+    def _seal(self, queued: Append | _Unsealed) -> Append:
         """The report under the trace of the newest entry about its task, its service or its node."""
-        if not self.recording:
-            parent = self.traces.traceparent_for(event, state.tasks)
-            return writer.seal_with_headers(Intent(event), state, {TRACEPARENT: child_traceparent(parent)})
+        if isinstance(queued, Append):
+            return queued
+        state = self.projection.state
+        parent = self.traces.traceparent_for(queued.event, state.tasks)
+        return queued.writer.seal_with_headers(Intent(queued.event), state, {TRACEPARENT: child_traceparent(parent)},
+                                               queued.time_ns)
+
+    def _traced(self, writer: Writer, event: TaskStatusChanged, state: ClusterState) -> Append:
+        """Sealed at once, as its span's child: a replaced report keeps its span."""
         span = Continuations(f"agent {event.status.state.value}", self.traces, time.time_ns())
         try:
             return writer.seal(Intent(event), state, span.context_for(event, state.tasks))
@@ -106,13 +126,13 @@ class Reporter:
             await self._wake.wait()
             await asyncio.sleep(self.window_s)
             self._wake.clear()
-            self._in_flight, self._queue = list(self._queue.values()), {}
+            self._in_flight, self._queue = [self._seal(q) for q in self._queue.values()], {}
             await self._send(self._in_flight)
             self._in_flight = []
 
     async def flush(self) -> None:
         """On a clean stop: send what is in flight or queued (once; the log may be gone)."""
-        batch = self._in_flight + list(self._queue.values())
+        batch = self._in_flight + [self._seal(q) for q in self._queue.values()]
         self._in_flight, self._queue = [], {}
         if batch:
             await self.log.append(batch)

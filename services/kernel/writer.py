@@ -18,7 +18,7 @@ from schemas.codec import encode
 from schemas.events import AnyEvent, Envelope, LeaderWrote
 from services.kernel import subjects
 from services.kernel.eventlog import MAX_ATOMIC, Append, AppendResult, Conflict, EventLog, all_settled
-from services.kernel.ids import new_id, now
+from services.kernel.ids import format_ns, new_id, now
 from services.kernel.metrics import APPEND_CONFLICTS, EVENTS_APPENDED
 from services.kernel.routing import subject_for
 from services.kernel.state import ClusterState
@@ -66,10 +66,13 @@ class Writer:
     def seal(self, intent: Intent, state: ClusterState, context: Context | None = None) -> Append:
         return self.seal_with_headers(intent, state, _carried(context))
 
-    def seal_with_headers(self, intent: Intent, state: ClusterState, headers: dict[str, str] | None) -> Append:
+    def seal_with_headers(self, intent: Intent, state: ClusterState, headers: dict[str, str] | None,
+                          time_ns: int | None = None) -> Append:
         """`seal` carrying `headers` as they are, for a writer that made its trace headers itself (an
-        agent's report while no span is recorded: `traces.child_traceparent`)."""
-        env = Envelope(id=new_id(), time=now(), actor=self.actor, event=intent.event)
+        agent's report while no span is recorded: `traces.child_traceparent`). `time_ns`: when the
+        event happened, if that was before now (a report sealed only when it is sent)."""
+        env = Envelope(id=new_id(), time=now() if time_ns is None else format_ns(time_ns), actor=self.actor,
+                       event=intent.event)
         return Append(
             subject=subject_for(intent.event, state),
             data=encode(env),

@@ -135,22 +135,26 @@ async def test_a_report_in_flight_is_sent_and_the_next_queues_behind_it(s: Setup
         run.cancel()
 
 
-async def test_transitions_within_the_window_of_a_first_report_are_one_report(s: Setup) -> None:
+@pytest.mark.parametrize("recording", [True, False])
+async def test_transitions_within_the_window_of_a_first_report_are_one_report(s: Setup, recording: bool) -> None:
     """A task that starts within the window is reported once, running; one that takes longer is
-    reported when the window closes and again once it runs."""
+    reported when the window closes and again once it runs. Each report has its transition's time."""
     quick, slow = await s.assigned(), await s.assigned()
-    reporter = Reporter(s.log, s.view, window_s=0.2)
+    reporter = Reporter(s.log, s.view, window_s=0.2, recording=recording)
     run = asyncio.get_running_loop().create_task(reporter.run())
     try:
         reporter.report(quick, TaskStatus(state=S.ACCEPTED, message="accepted"))
         reporter.report(slow, TaskStatus(state=S.ACCEPTED, message="accepted"))
         await asyncio.sleep(0.05)
         reporter.report(quick, TaskStatus(state=S.RUNNING, message="started"))
+        reported_by_ns = time.time_ns()
         await s.until_reports(2)
         reporter.report(slow, TaskStatus(state=S.RUNNING, message="started"))
         await s.until_reports(3)
-        assert [(task_id, state) for task_id, state, _ in s.reports()] == [
+        reports = s.reports()
+        assert [(task_id, state) for task_id, state, _ in reports] == [
             (quick.id, S.RUNNING), (slow.id, S.ACCEPTED), (slow.id, S.RUNNING)]
+        assert parse_ns(reports[0][2].time) <= reported_by_ns, "sealed when sent, stamped when it happened"
     finally:
         run.cancel()
 

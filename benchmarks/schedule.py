@@ -298,7 +298,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await nodes_ready(session, api, args.nodes)
                 print(f"{args.nodes} nodes ready; creating {services} services x {args.replicas} replicas",
                       file=sys.stderr)
-                with profiled(sup, args.profile, ("api", "orchestrator", "scheduler", "agent-1")):
+                with profiled(sup, args.profile, ("api", "orchestrator", "scheduler", "audit", "agent-1")):
                     t0 = time.time_ns()
                     retries = await create_all(session, api, specs, args.concurrency)
                     created_s = (time.time_ns() - t0) / 1e9
@@ -352,7 +352,7 @@ def main() -> None:
     for key, value in result.items():
         print(f"{key:>24}: {value}")
     if args.profile is not None:
-        for name in ("api", "orchestrator", "scheduler", "agent-1"):
+        for name in ("api", "orchestrator", "scheduler", "audit", "agent-1"):
             path = args.profile / f"{name}.txt"
             if path.exists():
                 print(f"py-spy {name}: " + ", ".join(f"{f} {p}%" for f, p in top_self(path)))

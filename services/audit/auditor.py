@@ -1,8 +1,8 @@
-"""The audit subscriber: a durable JetStream consumer whose every entry becomes a journal line.
+"""The auditor: every entry of the log becomes a journal line, written and fsynced in batches.
 
 It folds what it reads into its own `ClusterState`, so each sentence is told against the cluster as
 it was just before the event. On start it rebuilds that state from the log up to the journal's last
-line, then resumes the consumer there: acknowledgements only ever follow a durable write.
+line, then follows the log from there: the journal is the only record of how far it got.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 import msgspec
 from prometheus_client import Counter, Gauge
@@ -27,16 +26,6 @@ log = logging.getLogger(__name__)
 
 LINES = Counter("shoal_audit_lines_total", "Journal lines written")
 JOURNAL_SEQ = Gauge("shoal_audit_journal_seq", "Log sequence of the last journal line")
-
-
-class Delivered(Protocol):
-    """What the auditor needs of a delivered JetStream message (nats-py's `Msg`)."""
-
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-
-    async def ack(self) -> None: ...
 
 
 class JournalAhead(Exception):
@@ -83,20 +72,19 @@ class Auditor:
         if env is not None:
             apply(self.state, seq, env)
 
-    async def handle(self, seq_of: Sequence[int], msgs: Sequence[Delivered]) -> bool:
-        """Write the lines of a fetched batch (skipping what the journal holds), fsync, then ack the
-        last one written or skipped (one acknowledgement per batch, not per entry). False, with
-        nothing after the gap written or acked, if an entry arrived out of order."""
-        lines, done, in_order = [], 0, True
-        for seq, msg in zip(seq_of, msgs, strict=True):
+    async def handle(self, entries: Sequence[Entry]) -> bool:
+        """Write the lines of a batch (skipping what the journal holds), then fsync. False, with
+        nothing after the gap written, if an entry arrived out of order."""
+        lines, in_order = [], True
+        for entry in entries:
+            seq = entry.seq
             if seq > self.last + 1:
                 in_order = False
                 break
-            done += 1
             if seq <= self.last:
                 continue
-            env = _decode(msg.data)
-            lines.append(line(self.state, seq, msg.subject, env, msg.headers))
+            env = _decode(entry.data)
+            lines.append(line(self.state, seq, entry.subject, env, entry.headers))
             if env is not None:
                 apply(self.state, seq, env)
             self.last = seq
@@ -104,8 +92,6 @@ class Auditor:
             await asyncio.to_thread(self.journal.write, lines)
             LINES.inc(len(lines))
             JOURNAL_SEQ.set(self.last)
-        if done:  # the consumer acknowledges all: the last in-order entry acks every one before it
-            await msgs[done - 1].ack()
         return in_order
 
 

@@ -164,11 +164,6 @@ def _parse_reply(reply: str) -> tuple[int, int]:
     return int(tokens[7]), int(tokens[10])
 
 
-def stream_seq(reply: str) -> int:
-    """A delivered entry's stream sequence, from its `$JS.ACK` reply subject."""
-    return _parse_reply(reply)[0]
-
-
 class _Following:
     def __init__(self, sub: Any) -> None:
         self.sub = sub

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -16,7 +17,8 @@ from schemas.task import Task, TaskState, TaskStatus
 from services.audit.auditor import Auditor, JournalAhead
 from services.audit.journal import Journal, line, trace_id
 from services.audit.sentences import describe
-from services.kernel.eventlog import Append
+from services.audit.service import audit
+from services.kernel.eventlog import Append, Entry
 from services.kernel.memlog import MemoryLog
 from tests.events import envelope
 from tests.world import World
@@ -78,18 +80,11 @@ def test_the_journal_finds_its_last_line_and_drops_a_cut_one_whatever_their_leng
     assert Journal(journal.path).last_seq() == 2
 
 
-@dataclass
-class Msg:
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None = None
-    acked: list[bool] = field(default_factory=list)
-
-    async def ack(self) -> None:
-        self.acked.append(True)
+def entry(seq: int, data: bytes, subject: str = "shoal.evt.service.web.spec") -> Entry:
+    return Entry(seq=seq, subject=subject, data=data, headers=None, pending=0)
 
 
-async def test_entries_delivered_again_after_a_restart_are_acked_but_not_written_twice(tmp_path: Path) -> None:
+async def test_entries_delivered_again_after_a_restart_are_not_written_twice(tmp_path: Path) -> None:
     log = MemoryLog()
     w = World()
     web = w.service("web", replicas=1)
@@ -98,31 +93,82 @@ async def test_entries_delivered_again_after_a_restart_are_acked_but_not_written
     await log.append([Append(subject="shoal.evt.service.web.spec", data=encode(e), msg_id=e.id) for e in events])
     first = Auditor(Journal(tmp_path / "audit.jsonl"))
     assert await first.start(log) == 0
-    batch = [Msg("shoal.evt.service.web.spec", encode(e)) for e in events[:3]]
-    await first.handle([1, 2, 3], batch)
-    assert [bool(m.acked) for m in batch] == [False, False, True]  # the consumer acknowledges all
+    assert await first.handle([entry(i, encode(e)) for i, e in enumerate(events[:3], 1)])
 
     again = Auditor(Journal(tmp_path / "audit.jsonl"))
     assert await again.start(log) == 3
-    redelivered = [Msg("shoal.evt.service.web.spec", encode(e)) for e in events[2:]]
-    await again.handle([3, 4, 5], redelivered)
-    assert [bool(m.acked) for m in redelivered] == [False, False, True]
+    assert await again.handle([entry(i, encode(e)) for i, e in enumerate(events[2:], 3)])
     lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [x["seq"] for x in lines] == [1, 2, 3, 4, 5]
     assert [x["id"] for x in lines] == [e.id for e in events]
     assert all(x["actor"] == "api:alice" and x["event"] == "ServiceUpdated" for x in lines)
 
 
-async def test_an_entry_out_of_order_stops_the_batch_unwritten_and_unacked(tmp_path: Path) -> None:
+async def test_an_entry_out_of_order_stops_the_batch_unwritten(tmp_path: Path) -> None:
     auditor = Auditor(Journal(tmp_path / "audit.jsonl"))
     await auditor.start(MemoryLog())
     w = World()
     web = w.service("web", replicas=1)
-    batch = [Msg("s", encode(envelope(ServiceUpdated(service_id=web, spec=w.state.services[web].spec))))
-             for _ in range(3)]
-    assert not await auditor.handle([1, 3, 4], batch)
-    assert [bool(m.acked) for m in batch] == [True, False, False]
+    data = encode(envelope(ServiceUpdated(service_id=web, spec=w.state.services[web].spec)))
+    assert not await auditor.handle([entry(1, data), entry(3, data), entry(4, data)])
     assert [x["seq"] for x in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())] == [1]
+
+
+class _CountingJournal(Journal):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    def write(self, lines: list[bytes]) -> None:
+        self.batches.append(len(lines))
+        super().write(lines)
+
+
+async def test_the_audit_follows_the_log_from_the_journals_end_in_batches(tmp_path: Path) -> None:
+    """Entries already in the journal are not written again; the rest are, each once, at most `batch`
+    per write, and so are entries appended while it follows."""
+    log = MemoryLog()
+    w = World()
+    web = w.service("web", replicas=1)
+
+    def updates(n: int) -> list[Append]:
+        events = [envelope(ServiceUpdated(service_id=web, spec=w.state.services[web].spec)) for _ in range(n)]
+        return [Append(subject="shoal.evt.service.web.spec", data=encode(e), msg_id=e.id) for e in events]
+
+    await log.append(updates(3))
+    first = Auditor(Journal(tmp_path / "audit.jsonl"))
+    await first.start(log)
+    await first.handle([entry(e.seq, e.data) for e in log.entries[:2]])
+    journal = _CountingJournal(tmp_path / "audit.jsonl")
+    auditor = _Watched(journal)
+    assert await auditor.start(log) == 2
+    await log.append(updates(6))
+    following = asyncio.get_running_loop().create_task(audit(log, auditor, batch=4))
+    try:
+        await asyncio.wait_for(auditor.until_written(9), 5)
+        await log.append(updates(2))
+        await asyncio.wait_for(auditor.until_written(11), 5)
+    finally:
+        following.cancel()
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == list(range(1, 12))
+    assert sum(journal.batches) == 9 and max(journal.batches) <= 4
+
+
+class _Watched(Auditor):
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal)
+        self.wrote = asyncio.Event()
+
+    async def handle(self, entries: Sequence[Entry]) -> bool:
+        in_order = await super().handle(entries)
+        self.wrote.set()
+        return in_order
+
+    async def until_written(self, seq: int) -> None:
+        while self.last < seq:
+            self.wrote.clear()
+            await self.wrote.wait()
 
 
 async def test_a_journal_longer_than_the_log_is_refused_not_silently_continued(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -23,6 +24,11 @@ class Api:
     """Reads task logs from the agents over NATS; None where there is no NATS (in-memory tests)."""
     checkpoints: Checkpoints | None = None
     """For `/shoal/state?at=`; made on first use from the projection's log and snapshot store."""
+    spec_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Service creates and updates through this gateway, one at a time. Names and published ports are
+    compare-and-set against every service's spec, so concurrent ones refused each other and retried
+    (eight creates in flight: ~450 conflicts and 503s per 1,000 creates), where in turn each waits
+    only for the one before it. Gateways still race each other, as the compare-and-set decides."""
 
     @property
     def state(self) -> ClusterState:

@@ -54,7 +54,8 @@ async def create_service(request: web.Request) -> web.Response:
     validate_service_spec(spec)
     spec = registry_auth.on_create(normalize_service_spec(spec), request.headers.get(registry_auth.HEADER))
     service_id = new_id()
-    await api.committer.commit(lambda state: commands.create_service(state, service_id, spec))
+    async with api.spec_writes:
+        await api.committer.commit(lambda state: commands.create_service(state, service_id, spec))
     return json_response(Created(id=service_id), status=201)
 
 
@@ -75,7 +76,8 @@ async def update_service(request: web.Request) -> web.Response:
         with_auth = registry_auth.on_update(spec, header, source, find_service(state, ref))
         return commands.update_service(state, ref, version, with_auth, rollback)
 
-    await api.committer.commit(decide)
+    async with api.spec_writes:
+        await api.committer.commit(decide)
     return json_response(Updated())
 
 

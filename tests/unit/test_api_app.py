@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 
 from schemas.cluster import DispatcherConfig, OrchestrationConfig, SwarmSpec
 from schemas.codec import decode
@@ -227,6 +228,16 @@ async def test_concurrent_creates_of_one_name_from_two_gateways_admit_one(h: Har
         assert sorted(r.status for r in responses) == [201, 409, 409, 409]
     await other.projection.stop()
     assert len(h.api.state.services) == 1
+
+
+async def test_concurrent_creates_through_one_gateway_take_turns_instead_of_refusing_each_other(h: Harness) -> None:
+    conflicts = REGISTRY.get_sample_value("shoal_append_conflicts_total", {"writer": "api", "event": "ServiceCreated"})
+    responses = await asyncio.gather(*(h.client.post("/v1.41/services/create", json={**SPEC, "Name": f"web{i}"})
+                                       for i in range(12)))
+    assert [r.status for r in responses] == [201] * 12
+    assert len(h.api.state.services) == 12
+    after = REGISTRY.get_sample_value("shoal_append_conflicts_total", {"writer": "api", "event": "ServiceCreated"})
+    assert (after or 0) == (conflicts or 0), "no create refused another"
 
 
 @pytest.mark.parametrize(("changes", "message"), [

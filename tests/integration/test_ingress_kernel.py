@@ -367,19 +367,33 @@ async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run
             sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
             "process", "--ingress", "on", "--ingress-mode", "proxy", cwd=ROOT, env=child_env(),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        said: list[str] = []
         try:
-            for _ in range(300):
-                if name not in await _tables():
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the stale table is still there after 30 s")
+            # It says so once the table is deleted: waiting for the table alone, the agent could be
+            # stopped between the two (it was, once, under load).
+            assert agent.stderr is not None
+            assert await asyncio.wait_for(_until_said(agent.stderr, said, REMOVED), 30), \
+                f"the agent ended without saying {REMOVED!r}; it said: {''.join(said)}"
+            assert name not in await _tables()
+        except TimeoutError:
+            pytest.fail(f"in 30 s the agent did not say {REMOVED!r}; it said: {''.join(said)}")
         finally:
             if agent.returncode is None:
                 agent.terminate()
-            _, err = await agent.communicate()
+            await agent.communicate()
             await run_nft(nft.delete(name))
-    assert "removed the ingress rules an earlier run in kernel mode left" in err.decode()
+
+
+REMOVED = "removed the ingress rules an earlier run in kernel mode left"
+
+
+async def _until_said(stderr: asyncio.StreamReader, said: list[str], words: str) -> bool:
+    """Whether a line with `words` came before the stream ended; every line read is kept in `said`."""
+    async for line in stderr:
+        said.append(line.decode())
+        if words in said[-1]:
+            return True
+    return False
 
 
 @pytest.mark.parametrize(("env", "said"), [

@@ -367,16 +367,11 @@ async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run
             sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
             "process", "--ingress", "on", "--ingress-mode", "proxy", cwd=ROOT, env=child_env(),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        said: list[str] = []
         try:
             # It says so once the table is deleted: waiting for the table alone, the agent could be
             # stopped between the two (it was, once, under load).
-            assert agent.stderr is not None
-            assert await asyncio.wait_for(_until_said(agent.stderr, said, REMOVED), 30), \
-                f"the agent ended without saying {REMOVED!r}; it said: {''.join(said)}"
+            await _until_said(agent, ["removed the ingress rules an earlier run in kernel mode left"])
             assert name not in await _tables()
-        except TimeoutError:
-            pytest.fail(f"in 30 s the agent did not say {REMOVED!r}; it said: {''.join(said)}")
         finally:
             if agent.returncode is None:
                 agent.terminate()
@@ -384,16 +379,19 @@ async def test_an_agent_in_proxy_mode_removes_the_table_a_killed_kernel_mode_run
             await run_nft(nft.delete(name))
 
 
-REMOVED = "removed the ingress rules an earlier run in kernel mode left"
-
-
-async def _until_said(stderr: asyncio.StreamReader, said: list[str], words: str) -> bool:
-    """Whether a line with `words` came before the stream ended; every line read is kept in `said`."""
-    async for line in stderr:
-        said.append(line.decode())
-        if words in said[-1]:
-            return True
-    return False
+async def _until_said(agent: asyncio.subprocess.Process, said: list[str], seconds: float = 30) -> None:
+    """Read the agent's log until every one of `said` is in it; fail, quoting what it did say, if it
+    ends or takes longer."""
+    assert agent.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(seconds):
+            while not all(any(s in line for line in lines) for s in said):
+                line = (await agent.stderr.readline()).decode()
+                assert line, f"the agent ended: {''.join(lines)}"
+                lines.append(line)
+    except TimeoutError:
+        pytest.fail(f"the agent did not say {said} within {seconds} s: {''.join(lines)}")
 
 
 @pytest.mark.parametrize(("env", "said"), [
@@ -410,16 +408,8 @@ async def test_auto_mode_forwards_in_the_kernel_where_the_agent_can_and_says_whi
             sys.executable, "-m", "services.agent", "--nats", nats.url, "--state-dir", str(tmp_path), "--executor",
             "process", "--ingress", "on", "--ingress-mode", "auto", cwd=ROOT, env=child_env(**env),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        assert agent.stderr is not None
-        lines: list[str] = []
         try:
-            async with asyncio.timeout(30):
-                while not all(any(s in line for line in lines) for s in said):
-                    line = (await agent.stderr.readline()).decode()
-                    assert line, f"the agent ended: {''.join(lines)}"
-                    lines.append(line)
-        except TimeoutError:
-            pytest.fail(f"the agent did not say {said} within 30 s: {''.join(lines)}")
+            await _until_said(agent, said)
         finally:
             if agent.returncode is None:
                 agent.terminate()

@@ -282,7 +282,7 @@ def _task_created(state: ClusterState, seq: int, env: Envelope, ev: TaskCreated)
     )
     state.add_task(task)
     if state.track_changes:
-        state.touch(task.service_id, task.node_id)
+        state.touch(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -305,7 +305,7 @@ def _task_assigned(state: ClusterState, seq: int, env: Envelope, ev: TaskAssigne
         state.recount(task, observed, desired)
         task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        state.touch(task.service_id, ev.node_id)
+        state.touch(task.service_id, ev.node_id, task.id)
     return True
 
 
@@ -319,6 +319,8 @@ def _task_pending(state: ClusterState, seq: int, env: Envelope, ev: TaskPending)
     )
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
+    if state.track_changes:  # the orchestrator may be holding services until the scheduler decides on it
+        state.touch(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -331,7 +333,7 @@ def _task_desired(state: ClusterState, seq: int, env: Envelope, ev: TaskDesiredS
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        state.touch(task.service_id, task.node_id)
+        state.touch(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -345,7 +347,7 @@ def _task_status(state: ClusterState, seq: int, env: Envelope, ev: TaskStatusCha
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        state.touch(task.service_id, task.node_id)
+        state.touch(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -354,7 +356,7 @@ def _task_removed(state: ClusterState, seq: int, env: Envelope, ev: TaskRemoved)
     if task is None:
         return False
     if state.track_changes:
-        state.touch(task.service_id, task.node_id)
+        state.touch(task.service_id, task.node_id, task.id)
     return True
 
 

@@ -211,7 +211,7 @@ class Reconciler:
             spans.end(error=str(e))
             log.warning("log unavailable, will decide again", extra={"loop": self.name, "error": str(e)})
             for intent in intents:
-                _retouch(intent, state)
+                retouch(intent, state)
             await asyncio.sleep(self.retry_s)
             await self._catch_up()
             return
@@ -221,7 +221,7 @@ class Reconciler:
         for intent, result in zip(intents, results, strict=True):
             if isinstance(result, Conflict):
                 conflicts += 1
-                _retouch(intent, state)
+                retouch(intent, state)
                 target = max(target, result.last_seq)
             else:
                 target = max(target, result)
@@ -268,14 +268,18 @@ def chunks(state: ClusterState, services: set[str], tasks: int, most: int) -> li
     return out
 
 
-def _retouch(intent: Intent, state: ClusterState) -> None:
-    """Mark what a refused intent was about, so the next pass decides it again on a fresher view."""
+def retouch(intent: Intent, state: ClusterState) -> None:
+    """Mark what a refused intent was about, so the next pass decides it again on a fresher view
+    (a refused assignment's task on the node it was meant for, so the scheduler's tally of that node
+    lets go of it)."""
     ev = intent.event
     service_id: str = getattr(ev, "service_id", "")
     node_id: str = getattr(ev, "node_id", "")
     embedded = getattr(ev, "task", None)
     task = embedded if embedded is not None else state.tasks.get(getattr(ev, "task_id", ""))
+    task_id = ""
     if task is not None:
         service_id = service_id or task.service_id
         node_id = node_id or task.node_id
-    state.touch(service_id=service_id, node_id=node_id)
+        task_id = task.id
+    state.touch(service_id, node_id, task_id)

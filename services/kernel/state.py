@@ -79,6 +79,7 @@ class ClusterState:
         "tasks_by_slot",
         "touched_nodes",
         "touched_services",
+        "touched_tasks",
         "track_changes",
     )
 
@@ -105,6 +106,10 @@ class ClusterState:
         self.track_changes = False
         self.touched_services: set[str] = set()
         self.touched_nodes: set[str] = set()
+        self.touched_tasks: dict[str, str] | None = None
+        """Tasks changed (with the node each was on) since the reader that set this to `{}` last took
+        it; None: not kept. Only the scheduler reads it (its per-node tallies re-count changed tasks
+        only), so only its state pays for it; the other processes' fold skips it."""
 
     def add_task(self, task: Task) -> None:
         """A task the state did not hold: stored, indexed and counted."""
@@ -172,12 +177,14 @@ class ClusterState:
     def tasks_in_slot(self, key: SlotKey) -> list[Task]:
         return [self.tasks[t] for t in self.tasks_by_slot.get(key, ())]
 
-    def touch(self, service_id: str = "", node_id: str = "") -> None:
+    def touch(self, service_id: str = "", node_id: str = "", task_id: str = "") -> None:
         if self.track_changes:
             if service_id:
                 self.touched_services.add(service_id)
             if node_id:
                 self.touched_nodes.add(node_id)
+            if task_id and self.touched_tasks is not None:
+                self.touched_tasks[task_id] = node_id
 
     def take_touched(self) -> tuple[set[str], set[str]]:
         """Hand over (and forget) which services and nodes changed since the last call."""

@@ -22,7 +22,7 @@ from schemas.task import RANK, Task, TaskState
 from services.kernel import subjects
 from services.kernel.placement import filters
 from services.kernel.placement.ask import Ask
-from services.kernel.placement.nodeinfo import NodeInfo, refresh
+from services.kernel.placement.nodeinfo import NodeInfo, recount, refresh
 from services.kernel.placement.ranking import RecentFailures
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
@@ -174,12 +174,15 @@ class Scheduler:
         self.budget = budget
 
     def __call__(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        changed, state.touched_tasks = state.touched_tasks, {}
         for node_id in nodes:
             node = state.nodes.get(node_id)
             if node is None:
                 self.infos.pop(node_id, None)
             else:
-                self.infos[node_id] = refresh(self.infos.get(node_id), state, node)
+                self.infos[node_id] = refresh(self.infos.get(node_id), state, node, tasks_too=changed is None)
+        if changed:
+            recount(self.infos, state, changed)
         self.failures.note(state, services, now_ns)
         first = self.deferred
         candidates = (services | set(self.waiting)) - set(first)

@@ -22,6 +22,7 @@ from schemas.service import (
     TaskSpec,
 )
 from schemas.task import TaskState
+from services.kernel.reconcile import retouch
 from services.scheduler.decide import Scheduler
 from tests.world import GIB, SECOND, World, summary
 
@@ -316,6 +317,23 @@ def test_a_waiting_task_is_retried_when_resources_are_freed() -> None:
     assert pending_errors(w, second) == ["no suitable node (insufficient resources on 1 node)"]
     w.report(w.tasks(first)[0].id, TaskState.FAILED)
     assert schedule(w, scheduler, services={first}, nodes={"n1"}) == [("assigned", w.tasks(second)[0].id, "n1")]
+
+
+def test_an_assignment_the_log_refused_leaves_no_reservation_behind() -> None:
+    """A placement counts on its node at once (so one pass never over-commits); if its append is
+    refused (here: a deposed scheduler assigned the task elsewhere first), the node is free again."""
+    w = World()
+    w.node("n1", cpus=1)
+    first = with_service(w, name="first", cpus=1)
+    scheduler = Scheduler()
+    refused = w.decide(scheduler)
+    assert summary(refused, w.state) == [("assigned", w.tasks(first)[0].id, "n1")]
+    w.node("n2", cpus=1)
+    w.assign(w.tasks(first)[0].id, "n2")  # what made the log refuse it
+    for intent in refused.intents:
+        retouch(intent, w.state)  # as the loop does with a refused intent
+    second = with_service(w, name="second", cpus=1)
+    assert schedule(w, scheduler, services={second}, nodes={"n2"}) == [("assigned", w.tasks(second)[0].id, "n1")]
 
 
 def test_tasks_of_removed_services_or_not_wanted_running_are_not_placed() -> None:

@@ -42,7 +42,7 @@ from services.kernel.ids import format_ns
 from services.kernel.placement import generic as generic_resources
 from services.kernel.reconcile import Decide, Decision
 from services.kernel.state import ClusterState
-from services.orchestrator.decide import Settings, decider
+from services.orchestrator.decide import Orchestrator, Settings
 
 SECOND = 1_000_000_000
 GIB = 1 << 30
@@ -163,7 +163,7 @@ class World:
 
     def orchestrate(self, services: Iterable[str] | None = None, nodes: Iterable[str] | None = None,
                     settings: Settings | None = None) -> Decision:
-        return self.decide(decider(settings or Settings()), services, nodes)
+        return self.decide(Orchestrator(settings or Settings()), services, nodes)
 
     def apply(self, decision: Decision) -> None:
         for intent in decision.intents:
@@ -183,7 +183,7 @@ class World:
 
     def settle(self, decide: Decide | None = None, rounds: int = 10) -> list[Summary]:
         """Decide and apply until a pass proposes nothing; everything that was proposed."""
-        decide = decide or decider(Settings())
+        decide = decide or Orchestrator(Settings())
         done: list[Summary] = []
         for _ in range(rounds):
             decision = self.decide(decide)

@@ -4,13 +4,15 @@ that move the cluster toward what its services ask for. Pure: state and time in,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.service import Service
-from services.kernel.reconcile import Decide, Decision
+from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.orchestrator import cluster_spec, global_, jobs, orphans, rebalance, replicated, tasks
 from services.orchestrator.nodes import is_invalid, takes_new_tasks
+from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT, Pacing
 
 DEFAULT_HISTORY_LIMIT = 5
 
@@ -23,34 +25,51 @@ class Settings:
     """How long a node stays down before its tasks are `orphaned` (swarmkit: 24 h)."""
     rebalance: bool = False
     """Rebalance every replicated service, not only those labelled `shoal.rebalance=true`."""
+    unplaced_limit: int = DEFAULT_UNPLACED_LIMIT
+    """Create tasks for new slots only while fewer tasks wait for the scheduler (`pacing.py`); 0: no limit."""
 
 
 def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int,
-           settings: Settings = Settings()) -> Decision:
+           settings: Settings = Settings(), pacing: Pacing | None = None, held: Sequence[str] = ()) -> Decision:
+    """`held`: services an earlier pass cut short (`pacing.py`), decided first while there is room;
+    `pacing` collects the ones this pass cuts short."""
     out = Decision()
+    pacing = pacing or Pacing.of(state, settings.unplaced_limit)
     limit = cluster_spec.history_limit(state, settings.history_limit)
     whole = services | _hit_by_nodes(state, nodes)
-    for service_id in sorted(whole):
-        _service(state, service_id, now_ns, limit, settings, out)
+    decided = set(whole)
+    for service_id in [*(s for s in held if s in whole or s in state.services), *sorted(whole.difference(held))]:
+        if service_id in whole or not pacing.full():
+            decided.add(service_id)
+            _service(state, service_id, now_ns, limit, settings, pacing, out)
+        else:
+            pacing.hold(service_id)  # deciding it would only hold it again, at the cost of a look at its tasks
     if nodes:
         for service in state.services.values():
-            if service.id not in whole and is_global(service):
-                global_.reconcile(state, service, now_ns, limit, out, only_nodes=nodes)
-            elif service.id not in whole and _is_global_job(service):
-                jobs.reconcile(state, service, now_ns, limit, out)
+            if service.id not in decided and is_global(service):
+                global_.reconcile(state, service, now_ns, limit, pacing, out, only_nodes=nodes)
+            elif service.id not in decided and _is_global_job(service):
+                jobs.reconcile(state, service, now_ns, limit, pacing, out)
     if any(_wants_share(state, n, settings) for n in nodes):
         for service in state.services.values():
-            if service.id not in whole and _rebalances(service, settings):
+            if service.id not in decided and _rebalances(service, settings):
                 rebalance.reconcile(state, service, now_ns, out)
     out.extend(orphans.decide(state, nodes, now_ns, settings.orphan_after_ns))
     return out
 
 
-def decider(settings: Settings) -> Decide:
-    def bound(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
-        return decide(state, services, nodes, now_ns, settings)
+class Orchestrator:
+    """The orchestrator's `Decide`: `decide` plus the services it held back, from one pass to the next."""
 
-    return bound
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.held: list[str] = []
+
+    def __call__(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        pacing = Pacing.of(state, self.settings.unplaced_limit)
+        decision = decide(state, services, nodes, now_ns, self.settings, pacing, self.held)
+        self.held = list(pacing.held)
+        return decision
 
 
 def is_global(service: Service) -> bool:
@@ -93,18 +112,18 @@ def _hit_by_nodes(state: ClusterState, nodes: set[str]) -> set[str]:
     return hit
 
 
-def _service(state: ClusterState, service_id: str, now_ns: int, limit: int, settings: Settings,
+def _service(state: ClusterState, service_id: str, now_ns: int, limit: int, settings: Settings, pacing: Pacing,
              out: Decision) -> None:
     service = state.services.get(service_id)
     if service is None:
         out.intents.extend(tasks.retire_all(state.tasks_of_service(service_id), state))
     elif is_replicated(service):
-        replicated.reconcile(state, service, now_ns, limit, out)
+        replicated.reconcile(state, service, now_ns, limit, pacing, out)
         if rebalance.opted_in(service, settings.rebalance):
             rebalance.reconcile(state, service, now_ns, out)
         else:
             rebalance.cancel(state, service, out)
     elif is_global(service):
-        global_.reconcile(state, service, now_ns, limit, out)
+        global_.reconcile(state, service, now_ns, limit, pacing, out)
     else:
-        jobs.reconcile(state, service, now_ns, limit, out)
+        jobs.reconcile(state, service, now_ns, limit, pacing, out)

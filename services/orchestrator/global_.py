@@ -17,10 +17,11 @@ from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.orchestrator import slots, tasks, update
 from services.orchestrator.nodes import is_invalid, takes_new_tasks, wanted_constraints
+from services.orchestrator.pacing import Pacing
 
 
-def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, out: Decision,
-              only_nodes: Iterable[str] | None = None) -> None:
+def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, pacing: Pacing,
+              out: Decision, only_nodes: Iterable[str] | None = None) -> None:
     wanted = wanted_constraints(service.spec.task_template)
     if only_nodes is None:
         by_node: defaultdict[str, list[Task]] = defaultdict(list)
@@ -29,7 +30,8 @@ def reconcile(state: ClusterState, service: Service, now_ns: int, history_defaul
         found = {n: by_node.get(n, []) for n in sorted(set(state.nodes) | set(by_node))}
     else:
         found = {n: [t for t in state.tasks_on_node(n) if t.service_id == service.id] for n in sorted(only_nodes)}
-    occupied = [s for n, ts in found.items() if (s := _node_slot(state, service, wanted, n, ts, out)) is not None]
+    occupied = [s for n, ts in found.items()
+                if (s := _node_slot(state, service, wanted, n, ts, pacing, out)) is not None]
     planned = (update.plan(state, service, occupied, now_ns, out) if only_nodes is None
                else update.Planned([0] * len(occupied), set()))
     if planned.rolled_back:
@@ -39,7 +41,7 @@ def reconcile(state: ClusterState, service: Service, now_ns: int, history_defaul
 
 
 def _node_slot(state: ClusterState, service: Service, wanted: list[constraints.Constraint], node_id: str,
-               found: list[Task], out: Decision) -> slots.Slot | None:
+               found: list[Task], pacing: Pacing, out: Decision) -> slots.Slot | None:
     """The node's slot when it has members; otherwise start a task there if the node takes one."""
     node = state.nodes.get(node_id)
     if node is None:
@@ -51,6 +53,6 @@ def _node_slot(state: ClusterState, service: Service, wanted: list[constraints.C
     can_run = fits and takes_new_tasks(node)
     if members:
         return slots.Slot(service, 0, node_id, members, can_run=can_run, must_stop=is_invalid(node) or not fits)
-    if can_run:
+    if can_run and pacing.grant(service.id, 1):
         out.intents.append(tasks.create(service, node_id=node_id))
     return None

@@ -28,6 +28,7 @@ from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.orchestrator import slots, tasks
 from services.orchestrator.nodes import is_invalid, takes_new_tasks, wanted_constraints
+from services.orchestrator.pacing import Pacing
 from services.orchestrator.restart import RestartPolicy
 
 _COMPLETE = RANK[TaskState.COMPLETE]
@@ -62,12 +63,13 @@ def is_wanted(task: Task) -> bool:
     return RANK[task.desired_state] <= _COMPLETE
 
 
-def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, out: Decision) -> None:
+def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, pacing: Pacing,
+              out: Decision) -> None:
     mode = service.spec.mode
     if mode is not None and mode.replicated_job is not None:
-        _replicated(state, service, mode.replicated_job, now_ns, history_default, out)
+        _replicated(state, service, mode.replicated_job, now_ns, history_default, pacing, out)
     else:
-        _global(state, service, now_ns, history_default, out)
+        _global(state, service, now_ns, history_default, pacing, out)
 
 
 def _members(state: ClusterState, service: Service, out: Decision) -> list[Task]:
@@ -82,7 +84,7 @@ def _members(state: ClusterState, service: Service, out: Decision) -> list[Task]
 
 
 def _replicated(state: ClusterState, service: Service, job: ReplicatedJob, now_ns: int, history_default: int,
-                out: Decision) -> None:
+                pacing: Pacing, out: Decision) -> None:
     """Never more than MaxConcurrent active, never more slots than TotalCompletions: each pass starts
     `min(MaxConcurrent - active, free slots)` tasks in the lowest free slots."""
     concurrent, total = limits(job)
@@ -94,11 +96,12 @@ def _replicated(state: ClusterState, service: Service, job: ReplicatedJob, now_n
               for n, members in sorted(by_slot.items())}
     active = sum(1 for p in phases.values() if p is Phase.ACTIVE)
     free = [n for n in range(total) if phases.get(n) is None]
-    for number in free[:max(0, concurrent - active)]:
+    for number in free[:pacing.grant(service.id, min(len(free), concurrent - active))]:
         out.intents.append(tasks.create(service, slot=number, desired=TaskState.COMPLETE))
 
 
-def _global(state: ClusterState, service: Service, now_ns: int, history_default: int, out: Decision) -> None:
+def _global(state: ClusterState, service: Service, now_ns: int, history_default: int, pacing: Pacing,
+            out: Decision) -> None:
     """One run per eligible node that existed when this iteration started (nodes that join later do
     not run it, as in swarmkit); tasks on drained or down nodes are shut down, not replaced."""
     wanted = wanted_constraints(service.spec.task_template)
@@ -116,7 +119,7 @@ def _global(state: ClusterState, service: Service, now_ns: int, history_default:
         slot = slots.Slot(service, 0, node_id, members, can_run=can_run, must_stop=is_invalid(node),
                           start=TaskState.COMPLETE)
         phase = _slot(state, slot, iteration(service), now_ns, history_default, out)
-        if phase is None and can_run and _joined_before(node, started_ns):
+        if phase is None and can_run and _joined_before(node, started_ns) and pacing.grant(service.id, 1):
             out.intents.append(tasks.create(service, node_id=node_id, desired=TaskState.COMPLETE))
 
 

@@ -10,6 +10,7 @@ from schemas.task import Task, TaskState
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
 from services.orchestrator import slots, tasks, update
+from services.orchestrator.pacing import Pacing
 
 
 def replicas(service: Service) -> int:
@@ -19,7 +20,8 @@ def replicas(service: Service) -> int:
     return 1 if wanted is None else wanted
 
 
-def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, out: Decision) -> None:
+def reconcile(state: ClusterState, service: Service, now_ns: int, history_default: int, pacing: Pacing,
+              out: Decision) -> None:
     by_slot: defaultdict[int, list[Task]] = defaultdict(list)
     leaving: list[Task] = []
     for task in state.tasks_of_service(service.id):
@@ -35,7 +37,7 @@ def reconcile(state: ClusterState, service: Service, now_ns: int, history_defaul
         return
     for slot, n in zip(kept, planned.created, strict=True):
         slots.reconcile(state, slot, now_ns, history_default, out, created=n, replaced=planned.replaced)
-    for number in _free_numbers(set(by_slot), wanted - len(keep)):
+    for number in _free_numbers(set(by_slot), pacing.grant(service.id, wanted - len(keep))):
         out.intents.append(tasks.create(service, slot=number))
 
 

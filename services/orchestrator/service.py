@@ -21,12 +21,13 @@ from services.kernel.projection import Projection
 from services.kernel.reconcile import Reconciler, combine
 from services.kernel.writer import Writer
 from services.orchestrator import cluster_spec
-from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Settings, decider
+from services.orchestrator.decide import DEFAULT_HISTORY_LIMIT, Orchestrator, Settings
 from services.orchestrator.heartbeats import confirm_heard
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
-from services.orchestrator.metrics import count_appended
+from services.orchestrator.metrics import HeldCollector, count_appended
 from services.orchestrator.nodes import DOWN
 from services.orchestrator.orphans import ORPHAN_AFTER_S
+from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebalance", action="store_true", default=env("SHOAL_REBALANCE", "") in ("1", "true"),
                         help="rebalance every replicated service when nodes join or return, not only those "
                              "labelled shoal.rebalance=true (env SHOAL_REBALANCE=1)")
+    parser.add_argument("--unplaced-limit", type=int, metavar="N",
+                        default=env("SHOAL_UNPLACED_LIMIT", str(DEFAULT_UNPLACED_LIMIT)),
+                        help="create tasks for new slots only while fewer than N tasks wait for the scheduler, "
+                             "so a task is placed soon after it is created; 0 creates them all at once "
+                             "(default: %(default)s; env SHOAL_UNPLACED_LIMIT)")
 
 
 def settings(args: argparse.Namespace) -> Settings:
     limit = DEFAULT_HISTORY_LIMIT if args.task_history_limit is None else args.task_history_limit
     return Settings(history_limit=limit, orphan_after_ns=int(args.orphan_after * 1e9),
-                    rebalance=args.rebalance)
+                    rebalance=args.rebalance, unplaced_limit=args.unplaced_limit)
 
 
-def reconciler(projection: Projection, writer: Writer, settings: Settings,
+def reconciler(projection: Projection, writer: Writer, orchestrator: Orchestrator,
                liveness: Liveness | None = None) -> Reconciler:
     """The loop without its process around it, so tests can run it against any `EventLog`."""
-    decide = decider(settings) if liveness is None else combine(
-        decider(settings), liveness.decide, cluster_spec.decider(settings.history_limit, liveness.period_ns))
+    history_limit = orchestrator.settings.history_limit
+    decide = orchestrator if liveness is None else combine(
+        orchestrator, liveness.decide, cluster_spec.decider(history_limit, liveness.period_ns))
     return Reconciler(NAME, projection, writer, decide, after_append=count_appended)
 
 
@@ -84,7 +91,9 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
     projection = Projection(rt.log, snapshots=rt.snapshots, snapshot_name=NAME, track_changes=True)
     REGISTRY.register(ProjectionCollector(projection))
     liveness = Liveness(time.time_ns(), args.heartbeat_grace)
-    loop = reconciler(projection, Writer(rt.log, NAME), settings(args), liveness)
+    orchestrator = Orchestrator(settings(args))
+    REGISTRY.register(HeldCollector(orchestrator))
+    loop = reconciler(projection, Writer(rt.log, NAME), orchestrator, liveness)
     sub = await rt.nc.subscribe(HEARTBEATS_SUBJECT, cb=listen(liveness, loop))  # before catching up: miss none
     heard = asyncio.get_running_loop().create_task(confirm_heard(rt.nc, sub, liveness), name="heartbeats-heard")
     try:

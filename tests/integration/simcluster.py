@@ -35,7 +35,7 @@ from services.kernel.reconcile import Reconciler
 from services.kernel.state import ClusterState
 from services.kernel.writer import Intent, Writer
 from services.orchestrator import service as orchestrator
-from services.orchestrator.decide import Settings
+from services.orchestrator.decide import Orchestrator, Settings
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.scheduler import service as scheduler
 
@@ -180,7 +180,7 @@ async def sim_cluster(log: JetStreamLog, *nodes: str, settings: Settings | None 
     await c.append(ClusterCreated(cluster_id="sim", worker_token=TOKEN))
     liveness = Liveness(time.time_ns(), grace_s=GRACE_S)
     loops: list[Reconciler] = []
-    for make in (lambda p, w: orchestrator.reconciler(p, w, settings or Settings(), liveness),
+    for make in (lambda p, w: orchestrator.reconciler(p, w, Orchestrator(settings or Settings()), liveness),
                  scheduler.reconciler):
         projection = Projection(log, track_changes=True)
         await projection.start()

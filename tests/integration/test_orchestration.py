@@ -26,6 +26,8 @@ from schemas.service import (
     ContainerSpec,
     GlobalService,
     ReplicatedService,
+    ResourceReservations,
+    Resources,
     RestartPolicy,
     ServiceMode,
     ServiceSpec,
@@ -36,6 +38,8 @@ from schemas.task import RANK, Task, TaskState
 from services.agent.executor import Phase
 from services.kernel.ids import parse_ns
 from services.kernel.jetstream import JetStreamLog
+from services.orchestrator.decide import Settings
+from services.orchestrator.pacing import unplaced
 from tests.integration.simcluster import SimCluster, sim_cluster
 
 pytestmark = pytest.mark.integration
@@ -227,3 +231,27 @@ async def test_a_global_service_follows_nodes_joining_and_draining(jslog: JetStr
         await c.until("nothing replaces it", lambda: sorted(t.node_id for t in c.running("mon")) == ["n1", "n3"])
         assert [t.id for t in c.tasks("mon") if t.node_id == "n2"] == [on_n2.id]
         assert len(c.tasks("mon")) == 3
+
+
+async def test_services_larger_than_the_unplaced_limit_are_created_as_the_scheduler_keeps_up(
+        jslog: JetStreamLog) -> None:
+    seen: list[int] = []
+    async with sim_cluster(jslog, "n1", "n2", settings=Settings(unplaced_limit=3)) as c:
+        await c.append(ServiceCreated(service_id="web", spec=spec(replicas=12)),
+                       ServiceCreated(service_id="api", spec=spec(replicas=4, name="api")))
+        await c.until("16 running", lambda: len(c.running("web")) + len(c.running("api")) == 16,
+                      watch=lambda: seen.append(unplaced(c.state)))
+    assert max(seen) <= 3, "more tasks waited for the scheduler than the limit allows"
+    assert max(seen) == 3, "the limit was never reached, so this test proved nothing"
+    assert len(c.of(TaskCreated)) == 16
+
+
+async def test_tasks_no_node_can_take_do_not_hold_back_the_rest_of_their_service(jslog: JetStreamLog) -> None:
+    huge = spec(replicas=8, name="huge")
+    assert huge.task_template is not None
+    huge.task_template.resources = Resources(reservations=ResourceReservations(memory_bytes=500 << 30))
+    async with sim_cluster(jslog, "n1", settings=Settings(unplaced_limit=3)) as c:
+        await c.append(ServiceCreated(service_id="huge", spec=huge))
+        await c.until("8 tasks pending", lambda: len(c.tasks("huge")) == 8
+                      and all(t.status.state == TaskState.PENDING for t in c.tasks("huge")))
+        assert {t.status.err for t in c.tasks("huge")} == {"no suitable node (insufficient resources on 1 node)"}

@@ -48,7 +48,7 @@ from services.kernel.reconcile import Decision, Reconciler
 from services.kernel.state import ClusterState
 from services.kernel.writer import Intent, Writer
 from services.orchestrator import service as orchestrator
-from services.orchestrator.decide import Settings
+from services.orchestrator.decide import Orchestrator, Settings
 from services.orchestrator.liveness import HEARTBEATS_SUBJECT, Liveness
 from services.scheduler import service as scheduler
 
@@ -169,7 +169,7 @@ def web(replicas: int, memory: int = 0, image: str = "nginx", update: UpdateConf
 
 
 async def start_control_plane(c: Cluster, liveness: Liveness | None = None) -> None:
-    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings(), liveness))
+    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Orchestrator(Settings()), liveness))
     await c.start("scheduler", lambda p, w: scheduler.reconciler(p, w))
     await c.start("agent", lambda p, w: Reconciler("agent", p, w, fake_agent))
 
@@ -236,7 +236,7 @@ async def test_a_restarted_orchestrator_converges_without_duplicates(cluster: Cl
     await c.append(ServiceUpdated(service_id="web", spec=web(4)))
     await asyncio.sleep(0.1)
     assert c.running_slots() == [1, 2]
-    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings()))
+    await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Orchestrator(Settings())))
     await c.until("4 running", lambda: c.running_slots() == [1, 2, 3, 4])
     await asyncio.sleep(0.2)
     assert len(c.state.tasks) == 4
@@ -253,7 +253,7 @@ class _Recorded:
     written: int = 0
 
     def loop(self, projection: Projection, writer: Writer, chunk_tasks: int, chunk_services: int) -> Reconciler:
-        inner = orchestrator.reconciler(projection, writer, Settings())
+        inner = orchestrator.reconciler(projection, writer, Orchestrator(Settings()))
 
         def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
             self.calls.append(set(services))
@@ -318,7 +318,8 @@ async def test_silent_nodes_go_down_their_tasks_move_and_they_come_back(jslog: J
     liveness = Liveness(time.time_ns(), grace_s=0.5)
     async with running_cluster(jslog) as c:
         await c.append(node("n1"), node("n2"), ServiceCreated(service_id="web", spec=web(2)))
-        loop = await c.start("orchestrator", lambda p, w: orchestrator.reconciler(p, w, Settings(), liveness))
+        loop = await c.start("orchestrator",
+                             lambda p, w: orchestrator.reconciler(p, w, Orchestrator(Settings()), liveness))
         await c.start("scheduler", lambda p, w: scheduler.reconciler(p, w))
         await c.start("agent", lambda p, w: Reconciler("agent", p, w, fake_agent))
         sub = await jslog.nc.subscribe(HEARTBEATS_SUBJECT, cb=orchestrator.listen(liveness, loop))

@@ -9,7 +9,7 @@ from schemas.cluster import DispatcherConfig, SwarmSpec
 from schemas.events import ClusterCreated, ClusterSpecUpdated
 from schemas.heartbeat import Heartbeat
 from services.kernel.reconcile import Decide, combine
-from services.orchestrator.decide import Settings, decider
+from services.orchestrator.decide import Orchestrator, Settings
 from services.orchestrator.liveness import DOWN_MESSAGE, Liveness
 from services.orchestrator.metrics import HEARTBEATS_UNREADABLE
 from tests.world import SECOND, World, summary
@@ -112,7 +112,7 @@ def test_an_unreadable_heartbeat_is_counted_and_ignored() -> None:
 def test_a_node_marked_down_has_its_replicated_tasks_replaced() -> None:
     w, liveness = cluster("n1", "n2")
     sid = w.service("web", replicas=2)
-    both: Decide = combine(decider(Settings()), liveness.decide)
+    both: Decide = combine(Orchestrator(Settings()), liveness.decide)
     w.apply(w.decide(both))
     w.run_all(sid, ["n1", "n2"])
     w.tick(3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -44,6 +45,7 @@ class Projection:
         snapshot_name: str = "",
         snapshot_every: int = 10_000,
         track_changes: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
         self.log = eventlog
         self.filter = filter_subject
@@ -54,8 +56,14 @@ class Projection:
         snapshot held tasks: taking one costs in proportion to the state (every task is encoded and
         stored, ~4 us and ~700 bytes each), so at a fixed interval the cost per entry grew with the
         cluster. This way each snapshot's cost is spread over at least as many entries as it held
-        tasks, and start-up still replays a tail bounded by the cluster's size, not the log's age."""
-        self._snapshot_tasks = 0
+        tasks, and start-up still replays a tail bounded by the cluster's size (1.5 x its tasks at
+        most, see `_snapshot_after`), not the log's age."""
+        self._rng = rng or random.Random()
+        self._snapshot_after = 0
+        """Entries the next snapshot waits for at least: the last one's tasks, stretched by 1 to 1.5 at
+        random. Every manager process folds the same log, so with the same rule all four wrote a
+        snapshot of the same size at the same entry: at 100,000 tasks ~230 MB for nats-server to store
+        at once, behind which a leader's lease renewal timed out. The stretch spreads them apart."""
         self.state = ClusterState()
         self.state.track_changes = track_changes
         self.pending = 0
@@ -121,7 +129,7 @@ class Projection:
             return
         restored.track_changes = self.state.track_changes
         self.state = restored
-        self._snapshot_tasks = len(restored.tasks)
+        self._snapshot_after = self._stretched(len(restored.tasks))
         log.info("snapshot loaded", extra={"seq": restored.seq, "seconds": time.perf_counter() - started})
 
     def _on_entry(self, entry: Entry) -> None:
@@ -147,7 +155,7 @@ class Projection:
         self.updated.set()
         self._wake(entry.seq)
         self._since_snapshot += 1
-        if (self._since_snapshot >= self.snapshot_every and self._since_snapshot >= self._snapshot_tasks
+        if (self._since_snapshot >= self.snapshot_every and self._since_snapshot >= self._snapshot_after
                 and self.snapshots is not None and self.snapshot_name):
             self._snapshot_soon()
 
@@ -167,11 +175,14 @@ class Projection:
         heapq.heappush(self._waiters, (seq, self._waiter_count, fut))
         await fut
 
+    def _stretched(self, tasks: int) -> int:
+        return int(tasks * self._rng.uniform(1.0, 1.5))
+
     def _snapshot_soon(self) -> None:
         if self._snapshot_task is not None and not self._snapshot_task.done():
             return
         self._since_snapshot = 0
-        self._snapshot_tasks = len(self.state.tasks)
+        self._snapshot_after = self._stretched(len(self.state.tasks))
         data = snapshot.take(self.state)
         self._snapshot_task = asyncio.get_running_loop().create_task(self._save(data, self.state.seq))
 

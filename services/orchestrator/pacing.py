@@ -25,7 +25,9 @@ from services.kernel.state import ClusterState
 DEFAULT_UNPLACED_LIMIT = 500
 """About a third of a second of placements at the rate measured on two cores (docs/performance.md)."""
 
-_WANTED = (TaskState.RUNNING._value_, TaskState.COMPLETE._value_)
+_WANTED = (TaskState.READY._value_, TaskState.RUNNING._value_, TaskState.COMPLETE._value_)
+"""Desired states the scheduler places a task for: a replacement waiting out its restart delay
+(`ready`) is placed too, and counts, so new slots wait behind a burst of replacements."""
 
 
 def unplaced(state: ClusterState) -> int:

@@ -102,7 +102,7 @@ def test_a_held_service_scaled_down_or_removed_is_no_longer_held() -> None:
     assert list(pacing.held) == []
 
 
-def test_replacements_are_never_held_back() -> None:
+def test_replacements_are_never_held_back_but_new_slots_wait_behind_them() -> None:
     w = World()
     for n in ("n1", "n2"):
         w.node(n)
@@ -114,6 +114,8 @@ def test_replacements_are_never_held_back() -> None:
     w.run_all(sid, ["n1"])
     w.node_status("n1", "down")
     assert len(created(w, d)) == 4
+    w.service("late", replicas=1)
+    assert created(w, d) == []  # the replacements wait for the scheduler, so new slots wait behind them
 
 
 def test_a_global_service_starts_on_new_nodes_as_room_frees() -> None:

@@ -72,6 +72,7 @@ from services.kernel.eventlog import Entry
 from services.kernel.ids import parse_ns
 from services.kernel.jetstream import JetStreamLog, connect
 from services.orchestrator.nodes import DOWN
+from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT
 from tests.cluster import LocalCluster, free_ports
 
 MIB = 1 << 20
@@ -318,7 +319,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     window_s = (last_assigned - min(times.assigned.values())) / 1e9
     return {
         "nodes": args.nodes, "tasks": total, "services": services, "agents": args.agents,
-        "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "events": times.events,
+        "nats_sync": args.nats_sync, "heartbeat_s": args.heartbeat, "unplaced_limit": args.unplaced_limit,
+        "events": times.events,
         "tasks_created": len(times.created), "nodes_marked_down": times.nodes_down,
         "leader_terms": times.terms,
         "creates_s": round(created_s, 2), "create_retries": retries,
@@ -345,7 +347,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all running")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the processes' logs here after the run")
+    parser.add_argument("--unplaced-limit", type=int, default=DEFAULT_UNPLACED_LIMIT,
+                        help="the orchestrator's --unplaced-limit (docs/orchestration/pacing.md); 0: all at once")
     args = parser.parse_args()
+    os.environ["SHOAL_UNPLACED_LIMIT"] = str(args.unplaced_limit)  # the processes inherit it
     result = asyncio.run(run(args))
     print(f"$ {' '.join([os.path.basename(sys.executable), '-m', 'benchmarks.schedule', *sys.argv[1:]])}")
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}")

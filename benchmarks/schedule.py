@@ -14,6 +14,9 @@ api's `shoal_tasks` gauge), then reads the log once and reports from the events'
 - TaskCreated -> TaskAssigned latency per task, p50 and p99;
 - peak resident memory (VmHWM) of every process.
 
+`--unplaced-limit N` sets the orchestrator's pacing (default 500, `docs/orchestration/pacing.md`);
+0 creates every task at once, as before pacing.
+
     .venv/bin/python -m benchmarks.schedule --nodes 1000 --tasks 100000
     .venv/bin/python -m benchmarks.schedule --nodes 100 --tasks 10000 --profile /tmp/prof   # py-spy
 

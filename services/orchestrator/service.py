@@ -53,11 +53,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebalance", action="store_true", default=env("SHOAL_REBALANCE", "") in ("1", "true"),
                         help="rebalance every replicated service when nodes join or return, not only those "
                              "labelled shoal.rebalance=true (env SHOAL_REBALANCE=1)")
-    parser.add_argument("--unplaced-limit", type=int, metavar="N",
+    parser.add_argument("--unplaced-limit", type=_tasks, metavar="N",
                         default=env("SHOAL_UNPLACED_LIMIT", str(DEFAULT_UNPLACED_LIMIT)),
                         help="create tasks for new slots only while fewer than N tasks wait for the scheduler, "
                              "so a task is placed soon after it is created; 0 creates them all at once "
                              "(default: %(default)s; env SHOAL_UNPLACED_LIMIT)")
+
+
+def _tasks(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of tasks, 0 or more (0: no limit)")
+    return n
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -103,7 +113,10 @@ async def serve(rt: Runtime, args: argparse.Namespace) -> None:
 
         async def lead(writer: Writer) -> None:
             liveness.restart(time.time_ns())
-            await loop.lead(writer)
+            try:
+                await loop.lead(writer)
+            finally:
+                orchestrator.held = []  # a standby holds nothing back; the next term's first pass finds them again
 
         await elect(rt, projection, lead)
     finally:

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
+
 from schemas.events import TaskPending
 from schemas.task import TaskState
 from services.kernel.reconcile import Decide
 from services.orchestrator.decide import Orchestrator, Settings, decide
-from services.orchestrator.pacing import Pacing, unplaced
+from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT, Pacing, unplaced
+from services.orchestrator.service import add_args, settings
 from tests.world import World
 
 
@@ -135,3 +140,19 @@ def test_a_limit_of_zero_creates_everything_at_once() -> None:
     w = World()
     w.service("web", replicas=2000)
     assert len(created(w, Orchestrator(Settings(unplaced_limit=0)))) == 2000
+
+
+def test_the_limit_comes_from_the_flag_or_the_environment_and_a_bad_one_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    assert settings(parser.parse_args([])).unplaced_limit == DEFAULT_UNPLACED_LIMIT
+    assert settings(parser.parse_args(["--unplaced-limit", "50"])).unplaced_limit == 50
+    monkeypatch.setenv("SHOAL_UNPLACED_LIMIT", "0")
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    assert settings(parser.parse_args([])).unplaced_limit == 0
+    for bad in ("-1", "lots"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--unplaced-limit", bad])
+        assert "expected a number of tasks, 0 or more" in capsys.readouterr().err

@@ -159,14 +159,17 @@ class _Watched(Auditor):
     def __init__(self, journal: Journal) -> None:
         super().__init__(journal)
         self.wrote = asyncio.Event()
+        self.written = 0
+        """The journal's end once a batch's write returned (`last` moves before its write does)."""
 
     async def handle(self, entries: Sequence[Entry]) -> bool:
         in_order = await super().handle(entries)
+        self.written = self.last
         self.wrote.set()
         return in_order
 
     async def until_written(self, seq: int) -> None:
-        while self.last < seq:
+        while self.written < seq:
             self.wrote.clear()
             await self.wrote.wait()
 

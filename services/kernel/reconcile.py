@@ -129,12 +129,19 @@ class Reconciler:
     async def lead(self, writer: Writer) -> None:
         """Run as a leader for one term, appending through that term's fenced writer."""
         self.writer = writer
-        await self.run()
+        try:
+            await self.run()
+        finally:
+            self.projection.state.touched_tasks = None  # a standby keeps no changes for a decide it does not run
 
     async def run(self) -> None:
-        """Full pass, then one pass per change, forever. Call after `projection.start()` returned."""
+        """Full pass, then one pass per change, forever. Call after `projection.start()` returned.
+        The full pass starts from the whole view: what was touched before it is dropped, touched tasks
+        too, so a decide that keeps tallies of its own (the scheduler's) rebuilds them from the
+        state rather than trusting what a term that ended mid-append left in them."""
         state = self.projection.state
         state.take_touched()
+        state.touched_tasks = None
         await self._pass(set(state.services) | set(state.tasks_by_service), set(state.nodes) | set(state.tasks_by_node))
         while True:
             await self._wait()

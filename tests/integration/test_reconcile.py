@@ -302,6 +302,27 @@ async def test_a_pass_over_many_services_is_decided_in_chunks_that_let_other_wor
         assert Counter(t.service_id for t in c.state.tasks.values()) == dict.fromkeys(services, 10)
 
 
+async def test_a_term_starts_from_the_whole_view_not_from_changes_kept_before_it(cluster: Cluster) -> None:
+    """The scheduler's tallies follow `touched_tasks` between passes; a term that ended mid-append
+    never retouched what it had taken, so the next term's first pass must re-tally every node."""
+    c = cluster
+    await c.append(node("n1"))
+    seen: list[dict[str, str] | None] = []
+
+    def decide(state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        seen.append(state.touched_tasks)
+        state.touched_tasks = {}
+        return Decision()
+
+    loop = await c.start("scheduler", lambda p, w: Reconciler("scheduler", p, w, decide))
+    await c.until("a first pass", lambda: len(seen) == 1)
+    loop.projection.state.touched_tasks = {"stale": "n1"}
+    await c.stop("scheduler")
+    c.loops["scheduler"] = asyncio.create_task(loop.lead(loop.writer))
+    await c.until("a second term's first pass", lambda: len(seen) == 2)
+    assert seen == [None, None]
+
+
 async def test_a_task_too_big_for_every_node_waits_until_one_joins(cluster: Cluster) -> None:
     c = cluster
     await start_control_plane(c)

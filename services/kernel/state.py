@@ -21,14 +21,6 @@ _K = TypeVar("_K")
 
 _RUNNING = TaskState.RUNNING
 
-SlotKey = tuple[str, int | str]
-"""(service id, slot number) for replicated tasks; (service id, node id) for global ones (slot 0)."""
-
-
-def slot_key(task: Task) -> SlotKey:
-    return (task.service_id, task.slot if task.slot else task.node_id)
-
-
 class Cluster(Record):
     id: str = msgspec.field(default="", name="ID")
     version: Version = Version()
@@ -76,7 +68,6 @@ class ClusterState:
         "tasks",
         "tasks_by_node",
         "tasks_by_service",
-        "tasks_by_slot",
         "touched_nodes",
         "touched_services",
         "touched_tasks",
@@ -94,7 +85,6 @@ class ClusterState:
         self.service_by_name: dict[str, str] = {}
         self.tasks_by_service: defaultdict[str, set[str]] = defaultdict(set)
         self.tasks_by_node: defaultdict[str, set[str]] = defaultdict(set)
-        self.tasks_by_slot: defaultdict[SlotKey, set[str]] = defaultdict(set)
         self.task_tally: dict[str, dict[str, int]] = {}
         """Tasks per observed, then desired state (their values), kept as the fold goes: counting
         100,000 tasks on every scrape of `/metrics` cost ~0.2 s (docs/performance.md, session 5).
@@ -158,13 +148,11 @@ class ClusterState:
 
     def index_task(self, task: Task) -> None:
         self.tasks_by_service[task.service_id].add(task.id)
-        self.tasks_by_slot[slot_key(task)].add(task.id)
         if task.node_id:
             self.tasks_by_node[task.node_id].add(task.id)
 
     def unindex_task(self, task: Task) -> None:
         _discard(self.tasks_by_service, task.service_id, task.id)
-        _discard(self.tasks_by_slot, slot_key(task), task.id)
         if task.node_id:
             _discard(self.tasks_by_node, task.node_id, task.id)
 
@@ -173,9 +161,6 @@ class ClusterState:
 
     def tasks_on_node(self, node_id: str) -> list[Task]:
         return [self.tasks[t] for t in self.tasks_by_node.get(node_id, ())]
-
-    def tasks_in_slot(self, key: SlotKey) -> list[Task]:
-        return [self.tasks[t] for t in self.tasks_by_slot.get(key, ())]
 
     def touch(self, service_id: str = "", node_id: str = "", task_id: str = "") -> None:
         if self.track_changes:

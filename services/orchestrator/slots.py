@@ -20,6 +20,13 @@ from services.orchestrator import tasks
 from services.orchestrator.nodes import DOWN, is_invalid
 from services.orchestrator.restart import STOP_WAIT_NS, RestartPolicy, history_limit
 
+SlotKey = tuple[str, int | str]
+"""(service id, slot number) for replicated tasks; (service id, node id) for global ones (slot 0)."""
+
+
+def slot_key(task: Task) -> SlotKey:
+    return (task.service_id, task.slot if task.slot else task.node_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Slot:

@@ -20,7 +20,7 @@ from schemas.task import RANK, Task, TaskState
 from services.kernel import constraints, subjects
 from services.kernel.ids import format_ns, parse_ns
 from services.kernel.reconcile import Decision, Timer
-from services.kernel.state import ClusterState, slot_key
+from services.kernel.state import ClusterState
 from services.kernel.writer import Intent
 from services.orchestrator import slots, tasks
 from services.orchestrator.nodes import wanted_constraints
@@ -221,7 +221,7 @@ def _failure_fired(state: ClusterState, service: Service, kept: Sequence[slots.S
     failed = [t for s in kept for t in s.members
               if t.status.state in _FAILED and tasks.created_ns(t) >= started_ns
               and not is_dirty(t, service, state)]
-    failed_slots = {slot_key(t) for t in failed}  # restarts of a failed new task are not new failures
+    failed_slots = {slots.slot_key(t) for t in failed}  # restarts of a failed new task are not new failures
     if not failed or len(failed_slots) / max(1, len(kept)) <= policy.max_failure_ratio:
         return None
     culprit = tasks.latest(failed).id

@@ -79,7 +79,7 @@ def test_service_removed_frees_the_name() -> None:
 
 def test_task_lifecycle_indexes_by_service_slot_and_node() -> None:
     state = fold([_service(), _joined(), _task()])
-    assert state.tasks_by_service["s1"] == {"t1"} and ("s1", 1) in state.tasks_by_slot
+    assert state.tasks_by_service["s1"] == {"t1"}
     fold([TaskAssigned(task=state.tasks["t1"], node_id="n1"), _status("t1", TaskState.RUNNING)], state)
     task = state.tasks["t1"]
     assert task.node_id == "n1" and task.status.state == TaskState.RUNNING

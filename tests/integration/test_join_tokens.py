@@ -61,6 +61,29 @@ async def tokens(cluster: LocalCluster) -> dict[str, str]:
     return dict((await api_get(cluster.api_url, "/swarm"))["JoinTokens"])
 
 
+async def rotate_worker_token(api: str) -> str:
+    """`docker swarm join-token --rotate worker` as the CLI does it (read, then update at the version
+    read); the token it replaced. The cluster object may move between the two (the orchestrator
+    records the agents' heartbeat period once it hears them), which refuses the update as out of
+    sequence, as Swarm does: then read again."""
+    old = ""
+
+    async def rotated() -> bool:
+        nonlocal old
+        swarm = await api_get(api, "/swarm")
+        old = swarm["JoinTokens"]["Worker"]
+        rotate = {"version": str(swarm["Version"]["Index"]), "rotateWorkerToken": "true"}
+        async with aiohttp.ClientSession() as s, s.post(f"{api}/swarm/update", params=rotate, json=swarm["Spec"]) as r:
+            body = await r.text()
+            if r.status == 500 and "update out of sequence" in body:
+                return False
+            assert r.status == 200, body
+            return True
+
+    await eventually(rotated, 30, "the worker token is rotated")
+    return old
+
+
 async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalCluster, tmp_path: Path) -> None:
     async def first_agent_joined() -> bool:
         return await roles(cluster) == {"test-1": "manager"}
@@ -69,12 +92,7 @@ async def test_shoal_up_agents_join_and_wrong_tokens_are_refused(cluster: LocalC
     wrong = await agent(cluster, tmp_path / "wrong", "SWMTKN-1-nope-nope", "wrong")
     assert "join token refused" in await refused(wrong, tmp_path / "wrong")
 
-    swarm = await api_get(cluster.api_url, "/swarm")
-    old = swarm["JoinTokens"]["Worker"]
-    rotate = {"version": str(swarm["Version"]["Index"]), "rotateWorkerToken": "true"}
-    async with aiohttp.ClientSession() as s, s.post(f"{cluster.api_url}/swarm/update", params=rotate,
-                                                    json=swarm["Spec"]) as r:
-        assert r.status == 200, await r.text()
+    old = await rotate_worker_token(cluster.api_url)
     new = (await tokens(cluster))["Worker"]
     assert new != old
     rotated = await agent(cluster, tmp_path / "rotated", old, "rotated")

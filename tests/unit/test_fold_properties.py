@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.events import (
     AnyEvent,
     NodeJoined,
@@ -26,7 +27,7 @@ from schemas.events import (
     TaskStatusChanged,
 )
 from schemas.node import NodeDescription, NodeSpec
-from schemas.service import ServiceSpec
+from schemas.service import ContainerSpec, ServiceSpec, TaskSpec
 from schemas.task import RANK, Task, TaskState, TaskStatus
 from services.kernel import snapshot
 from services.kernel.fold import apply_raw
@@ -34,6 +35,12 @@ from services.kernel.state import ClusterState
 from tests.events import envelope
 
 ids = st.sampled_from(["a", "b", "c"])
+
+
+def _spec(image: str) -> TaskSpec:
+    return TaskSpec(container_spec=ContainerSpec(image=image, command=["sleep", "1"]))
+
+
 states = st.sampled_from(list(TaskState))
 names = st.sampled_from(["web", "db", "cache"])
 
@@ -46,8 +53,9 @@ events: st.SearchStrategy[AnyEvent] = st.one_of(
               st.sampled_from(["active", "pause", "drain"])),
     st.builds(lambda n, s: NodeStatusChanged(node_id=n, state=s), ids, st.sampled_from(["ready", "down"])),
     st.builds(lambda n: NodeRemoved(node_id=n), ids),
-    st.builds(lambda t, s, slot, n: TaskCreated(task=Task(id=t, service_id=s, slot=slot, node_id=n)),
-              ids, ids, st.integers(0, 3), st.sampled_from(["", "a", "b"])),
+    st.builds(lambda t, s, slot, n, image: TaskCreated(task=Task(id=t, service_id=s, slot=slot, node_id=n,
+                                                                  spec=_spec(image))),
+              ids, ids, st.integers(0, 3), st.sampled_from(["", "a", "b"]), st.sampled_from(["v1", "v2"])),
     st.builds(lambda t, n: TaskAssigned(task=Task(id=t, service_id="a", slot=1), node_id=n), ids, ids),
     st.builds(lambda t: TaskPending(task_id=t, err="no suitable node"), ids),
     st.builds(lambda t, s: TaskDesiredStateChanged(task_id=t, desired_state=s), ids, states),
@@ -119,3 +127,25 @@ def test_the_kept_task_tallies_equal_a_fresh_count_after_every_entry(data: list[
         tally = {(o, d): n for o, row in state.task_tally.items() for d, n in row.items() if n}
         kept = tally, state.service_tasks_running
         assert kept == _counted_afresh(state)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries, st.integers(min_value=0, max_value=60))
+def test_a_task_keeps_the_spec_it_came_with_and_equal_specs_are_held_once(data: list[bytes], cut: int) -> None:
+    """Tasks share their service's spec object when equal (`ClusterState.task_specs`): never one
+    that differs from what their event carried, also after a snapshot restore."""
+    state = snapshot.restore(snapshot.take(_replay(data[:cut])))
+    came_with = {tid: t.spec for tid, t in state.tasks.items()}
+    for i, raw in enumerate(data[cut:], start=min(cut, len(data)) + 1):
+        known = set(state.tasks)
+        apply_raw(state, i, raw)
+        for tid in set(state.tasks) - known:
+            event = decode(raw).event
+            assert isinstance(event, TaskCreated | TaskAssigned)
+            came_with[tid] = event.task.spec
+        for tid, task in state.tasks.items():
+            assert task.spec == came_with[tid]
+        for sid in state.task_specs:
+            specs = [t.spec for t in state.tasks.values() if t.service_id == sid]
+            assert len({id(s) for s in specs}) == len({msgspec.msgpack.encode(s) for s in specs})
+        assert set(state.task_specs) == {t.service_id for t in state.tasks.values()}

@@ -45,6 +45,7 @@ from schemas.task import RANK, TaskState, TaskStatus
 from services.kernel.state import Cluster, ClusterState, Leader
 
 _replace = msgspec.structs.replace
+_RUNNING_RANK = RANK[TaskState.RUNNING]
 
 Handler = Callable[[ClusterState, int, Envelope, Any], bool]
 
@@ -282,7 +283,7 @@ def _task_created(state: ClusterState, seq: int, env: Envelope, ev: TaskCreated)
     )
     state.add_task(task)
     if state.track_changes:
-        state.touch(task.service_id, task.node_id, task.id)
+        state.progress(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -305,7 +306,7 @@ def _task_assigned(state: ClusterState, seq: int, env: Envelope, ev: TaskAssigne
         state.recount(task, observed, desired)
         task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        state.touch(task.service_id, ev.node_id, task.id)
+        state.progress(task.service_id, ev.node_id, task.id)
     return True
 
 
@@ -320,7 +321,7 @@ def _task_pending(state: ClusterState, seq: int, env: Envelope, ev: TaskPending)
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:  # the orchestrator may be holding services until the scheduler decides on it
-        state.touch(task.service_id, task.node_id, task.id)
+        state.progress(task.service_id, task.node_id, task.id)
     return True
 
 
@@ -347,7 +348,10 @@ def _task_status(state: ClusterState, seq: int, env: Envelope, ev: TaskStatusCha
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        state.touch(task.service_id, task.node_id, task.id)
+        if RANK[status.state] <= _RUNNING_RANK:
+            state.progress(task.service_id, task.node_id, task.id)
+        else:
+            state.touch(task.service_id, task.node_id, task.id)
     return True
 
 

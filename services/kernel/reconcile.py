@@ -132,7 +132,8 @@ class Reconciler:
         try:
             await self.run()
         finally:
-            self.projection.state.touched_tasks = None  # a standby keeps no changes for a decide it does not run
+            state = self.projection.state
+            state.touched_tasks = state.progressed_services = None  # a standby keeps none for a decide it does not run
 
     async def run(self) -> None:
         """Full pass, then one pass per change, forever. Call after `projection.start()` returned.
@@ -141,12 +142,12 @@ class Reconciler:
         state rather than trusting what a term that ended mid-append left in them."""
         state = self.projection.state
         state.take_touched()
-        state.touched_tasks = None
+        state.touched_tasks = state.progressed_services = None
         await self._pass(set(state.services) | set(state.tasks_by_service), set(state.nodes) | set(state.tasks_by_node))
         while True:
             await self._wait()
             services, nodes = self.projection.state.take_touched()
-            if self._take_due(services, nodes) or services or nodes:
+            if self._take_due(services, nodes) or services or nodes or self.projection.state.progressed_services:
                 await self._pass(services, nodes)
 
     async def _wait(self) -> None:

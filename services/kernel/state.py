@@ -59,6 +59,7 @@ class ClusterState:
         "last_service_spec_seq",
         "leaders",
         "nodes",
+        "progressed_services",
         "seq",
         "service_by_name",
         "service_tasks_running",
@@ -106,6 +107,11 @@ class ClusterState:
         """Tasks changed (with the node each was on) since the reader that set this to `{}` last took
         it; None: not kept. Only the scheduler reads it (its per-node tallies re-count changed tasks
         only), so only its state pays for it; the other processes' fold skips it."""
+        self.progressed_services: set[str] | None = None
+        """Services whose only change since the reader that set this to a set last took it is a task
+        moving forward, at most to `running` (`progress`); None: such a change touches the service like
+        any other. Only the orchestrator keeps it: for a replicated service with no update in flight
+        nothing follows from that, and re-deciding every such service was a quarter of its CPU."""
 
     def add_task(self, task: Task) -> None:
         """A task the state did not hold: stored, indexed and counted, its spec shared when equal to
@@ -183,6 +189,15 @@ class ClusterState:
                 self.touched_nodes.add(node_id)
             if task_id and self.touched_tasks is not None:
                 self.touched_tasks[task_id] = node_id
+
+    def progress(self, service_id: str, node_id: str, task_id: str) -> None:
+        """A task was created, assigned, found no node, or moved forward, at most to `running`."""
+        if self.progressed_services is None:
+            self.touch(service_id, node_id, task_id)
+        elif self.track_changes:
+            if service_id not in self.touched_services:
+                self.progressed_services.add(service_id)
+            self.touch(node_id=node_id, task_id=task_id)
 
     def take_touched(self) -> tuple[set[str], set[str]]:
         """Hand over (and forget) which services and nodes changed since the last call."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from schemas.service import Service
 from services.kernel.reconcile import Decision
 from services.kernel.state import ClusterState
-from services.orchestrator import cluster_spec, global_, jobs, orphans, rebalance, replicated, tasks
+from services.orchestrator import cluster_spec, global_, jobs, orphans, rebalance, replicated, tasks, update
 from services.orchestrator.nodes import is_invalid, takes_new_tasks
 from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT, Pacing
 
@@ -66,10 +66,27 @@ class Orchestrator:
         self.held: list[str] = []
 
     def __call__(self, state: ClusterState, services: set[str], nodes: set[str], now_ns: int) -> Decision:
+        progressed, state.progressed_services = state.progressed_services, set()
+        if progressed:
+            services = services | {s for s in progressed if follows_progress(state, s, self.settings)}
         pacing = Pacing.of(state, self.settings.unplaced_limit)
         decision = decide(state, services, nodes, now_ns, self.settings, pacing, self.held)
         self.held = list(pacing.held)
         return decision
+
+
+def follows_progress(state: ClusterState, service_id: str, settings: Settings) -> bool:
+    """Whether a task of this service moving forward (created, assigned, pending, at most `running`)
+    can call for a decision: a rolling update or rollback waits for its new tasks to run, a
+    rebalance moves tasks as others start, and global services and jobs are decided per node or per
+    run. A replicated service at rest has nothing to do until a task ends, its spec changes or a node
+    fails, and those touch it as before. (Pacing needs no touch: held services are decided whenever
+    a pass runs, and any progress runs one.)"""
+    service = state.services.get(service_id)
+    if service is None or not is_replicated(service) or _rebalances(service, settings):
+        return True
+    status = service.update_status
+    return status is not None and status.state in update.IN_FLIGHT
 
 
 def is_global(service: Service) -> bool:

@@ -28,6 +28,8 @@ from services.orchestrator.restart import SECOND
 
 UPDATING, PAUSED, COMPLETED = "updating", "paused", "completed"
 ROLLBACK_STARTED, ROLLBACK_PAUSED, ROLLBACK_COMPLETED = "rollback_started", "rollback_paused", "rollback_completed"
+IN_FLIGHT = frozenset({UPDATING, ROLLBACK_STARTED})
+"""An update or rollback moving on: it waits for its new tasks to run."""
 _FAILED = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED})
 """Ends a task reaches on its own; `shutdown` and `orphaned` are the managers' doing."""
 
@@ -134,7 +136,7 @@ def plan(state: ClusterState, service: Service, kept: Sequence[slots.Slot], now_
         return planned
     rolling_back = status is not None and status.state == ROLLBACK_STARTED
     policy = UpdatePolicy.of(service.spec.rollback_config if rolling_back else service.spec.update_config)
-    in_progress = status is not None and status.state in (UPDATING, ROLLBACK_STARTED)
+    in_progress = status is not None and status.state in IN_FLIGHT
     started_ns = _started_ns(status) if in_progress else now_ns
     readings = [_read(state, service, s) for s in kept]
     # the tasks this update started, per slot (none when no update runs: no creation time to parse)

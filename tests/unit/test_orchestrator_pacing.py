@@ -20,7 +20,7 @@ def created(w: World, d: Decide) -> list[str]:
     """One pass over what changed since the last, applied, as the loop runs it: only when something
     changed. The slots (or nodes, for global tasks) it created, by service."""
     services, nodes = w.state.take_touched()
-    if not services and not nodes:
+    if not services and not nodes and not w.state.progressed_services:
         return []
     decision = w.decide(d, services, nodes)
     w.apply(decision)

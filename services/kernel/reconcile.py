@@ -156,8 +156,8 @@ class Reconciler:
         updated = self.projection.updated
         updated.clear()
         state = self.projection.state
-        if state.touched_services or state.touched_nodes:
-            return  # re-touched after a conflict or an unavailable log
+        if state.touched_services or state.touched_nodes or state.progressed_services:
+            return  # changed during the last pass, or re-touched after a conflict or an unavailable log
         timeout = max(0.0, (self._timers[0].at_ns - self.clock()) / 1e9) if self._timers else None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

@@ -3,14 +3,20 @@ re-deciding replicated services at rest (`ClusterState.progressed_services`, `de
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from schemas.events import TaskCreated, TaskPending, UpdateStatusChanged
 from schemas.service import UpdateStatus
 from schemas.task import Task, TaskState
+from services.kernel.memlog import MemoryLog
+from services.kernel.projection import Projection
 from services.kernel.reconcile import Decision
+from services.kernel.writer import Writer
 from services.orchestrator.decide import Orchestrator, Settings, follows_progress
 from services.orchestrator.rebalance import LABEL
+from services.orchestrator.service import reconciler
 from tests.world import World
 
 
@@ -76,3 +82,14 @@ def test_a_replicated_service_with_no_update_moving_does_not_follow_its_tasks(st
         w.fold(UpdateStatusChanged(service_id=sid, update_status=UpdateStatus(state=state)))
     assert not follows_progress(w.state, sid, Settings())
     assert follows_progress(w.state, sid, Settings(rebalance=True))  # every service rebalances
+
+
+async def test_progress_folded_during_a_pass_starts_the_next_pass_without_waiting_for_another_entry() -> None:
+    """A `TaskPending` folded while a pass appends may be what frees room for a held service; with no
+    later entry to wake it, the loop would leave that service held."""
+    log = MemoryLog()
+    projection = Projection(log)
+    await projection.start()
+    loop = reconciler(projection, Writer(log, "orchestrator"), Orchestrator(Settings()))
+    projection.state.progressed_services = {"web"}
+    await asyncio.wait_for(loop._wait(), timeout=5)

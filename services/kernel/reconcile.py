@@ -5,7 +5,8 @@ then waits until its own projection has applied them before deciding again. Deci
 that misses one's own writes is how duplicate tasks are born, so the wait is never skipped.
 
 Work is proportional to what changed: the fold marks the services and nodes each event touched, and
-a pass decides for those only. The first pass, after the projection has caught up, covers everything
+a pass decides for those only. (A reader may keep tasks moving forward apart,
+`ClusterState.progressed_services`: they still run a pass, and its decide chooses which to decide.) The first pass, after the projection has caught up, covers everything
 so whatever a previous leader missed is done now.
 
 A pass never holds the event loop for long: it decides its services in chunks of about `CHUNK_TASKS`

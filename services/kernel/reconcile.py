@@ -6,8 +6,9 @@ that misses one's own writes is how duplicate tasks are born, so the wait is nev
 
 Work is proportional to what changed: the fold marks the services and nodes each event touched, and
 a pass decides for those only. (A reader may keep tasks moving forward apart,
-`ClusterState.progressed_services`: they still run a pass, and its decide chooses which to decide.) The first pass, after the projection has caught up, covers everything
-so whatever a previous leader missed is done now.
+`ClusterState.progressed_services`: they still run a pass, and its decide chooses which to decide.)
+The first pass, after the projection has caught up, covers everything so whatever a previous leader
+missed is done now.
 
 A pass never holds the event loop for long: it decides its services in chunks of about `CHUNK_TASKS`
 tasks or `CHUNK_SERVICES` services (a new service has no tasks yet, but deciding it creates them all),

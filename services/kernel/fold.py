@@ -341,14 +341,15 @@ def _task_desired(state: ClusterState, seq: int, env: Envelope, ev: TaskDesiredS
 def _task_status(state: ClusterState, seq: int, env: Envelope, ev: TaskStatusChanged) -> bool:
     task = state.tasks.get(ev.task_id)
     status = ev.status
-    if task is None or RANK[status.state] < RANK[task.status.state]:
+    rank = RANK[status.state]
+    if task is None or rank < RANK[task.status.state]:
         return False
     observed, desired = task.status.state, task.desired_state
     task.status = status if status.timestamp else _replace(status, timestamp=env.time)
     state.recount(task, observed, desired)
     task.version, task.updated_at = Version(seq), env.time
     if state.track_changes:
-        if RANK[status.state] <= _RUNNING_RANK:
+        if rank <= _RUNNING_RANK:
             state.progress(task.service_id, task.node_id, task.id)
         else:
             state.touch(task.service_id, task.node_id, task.id)

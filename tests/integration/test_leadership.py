@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -207,6 +208,38 @@ async def test_a_paused_ex_leader_is_deposed_and_its_late_write_refused(nats: Na
         with pytest.raises(Deposed):
             await old_writer.append([_create("late")], first.projection.state)
         assert "late" not in await _names(first.leadership.log)
+
+
+class _CancelOnReply(dict[str, "asyncio.Future[Any]"]):
+    """nats-py's map of requests awaiting replies: the next reply to land cancels `task` once, in the
+    same turn of the loop (from the reply's own done callback), which is when Python 3.11's
+    `asyncio.wait_for` inside nats-py's request drops the cancellation (gh-86296)."""
+
+    def __init__(self, task: asyncio.Task[None], entries: dict[str, asyncio.Future[Any]]) -> None:
+        super().__init__(entries)
+        self.task: asyncio.Task[None] | None = task
+
+    def __setitem__(self, token: str, future: asyncio.Future[Any]) -> None:
+        super().__setitem__(token, future)
+        future.add_done_callback(self._cancel)
+
+    def _cancel(self, _: asyncio.Future[Any]) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+
+
+async def test_a_standby_cancelled_as_a_lease_reply_lands_stops(nats: NatsServer) -> None:
+    """A standby polls for the lease; a stop that came with one of the replies was dropped, the
+    standby polled on and the stop waited for ever (a CI teardown, past its 2-minute limit)."""
+    async with contenders(nats, 2) as (cs, _):
+        leader = await _one_leader(cs)
+        standby = next(c for c in cs if c is not leader)
+        assert standby.task is not None
+        nc = standby.leadership.lease.nc
+        nc._resp_map = _CancelOnReply(standby.task, nc._resp_map)
+        await asyncio.wait([standby.task], timeout=5)
+        assert standby.task.cancelled(), "the standby carried on after it was cancelled"
 
 
 async def test_a_leader_that_stops_cleanly_hands_over_without_waiting_for_the_ttl(nats: NatsServer) -> None:

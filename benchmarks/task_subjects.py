@@ -98,7 +98,8 @@ async def _follow(js: JetStreamContext, filters: list[list[str]], start: int,
                                     filter_subjects=None if len(fs) == 1 else fs)
         subs.append(await js.subscribe(fs[0] if len(fs) == 1 else "", cb=counter(i), ordered_consumer=True,
                                        config=config, stream=STREAM))
-    await asyncio.wait_for(done.wait(), 600)
+    async with asyncio.timeout(600):
+        await done.wait()
     return subs
 
 

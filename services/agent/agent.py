@@ -148,9 +148,11 @@ class Agent:
         if not self.joined:
             return
         with contextlib.suppress(TimeoutError, LogUnavailable):
-            await asyncio.wait_for(self.reporter.flush(), _FLUSH_ON_STOP_S)
+            async with asyncio.timeout(_FLUSH_ON_STOP_S):
+                await self.reporter.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.projection.save_snapshot(), _FLUSH_ON_STOP_S)
+            async with asyncio.timeout(_FLUSH_ON_STOP_S):
+                await self.projection.save_snapshot()
         log.info("agent stopped; tasks left running", extra={"node_id": self.nodes[0].node_id})
 
 

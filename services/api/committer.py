@@ -58,7 +58,8 @@ class Committer:
     async def _settle(self, seq: int) -> None:
         """A slow projection delays the answer but never fails a write that is already stored."""
         try:
-            await asyncio.wait_for(self.projection.wait_for(seq), self.settle_timeout)
+            async with asyncio.timeout(self.settle_timeout):
+                await self.projection.wait_for(seq)
         except TimeoutError:
             log.warning("projection did not reach the appended entry in time",
                         extra={"seq": seq, "applied": self.projection.state.seq})

@@ -133,7 +133,8 @@ async def _relay(request: web.Request, response: web.StreamResponse, fetcher: Lo
     try:
         while open_:
             try:
-                task, item = await asyncio.wait_for(queue.get(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    task, item = await queue.get()
             except TimeoutError:
                 if request.transport is None or request.transport.is_closing():
                     return

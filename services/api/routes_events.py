@@ -65,7 +65,8 @@ async def stream(request: web.Request, eventlog: EventLog, start: int, last: int
     async with following(eventlog, start) as queue:
         while not _finished(request, seen, last, until):
             try:
-                entry = await asyncio.wait_for(queue.get(), _wait_s(until, caught_up=seen >= last))
+                async with asyncio.timeout(_wait_s(until, caught_up=seen >= last)):
+                    entry = await queue.get()
             except TimeoutError:
                 continue
             seen = entry.seq

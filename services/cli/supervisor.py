@@ -168,7 +168,8 @@ class Supervisor:
                 "child": child.spec.name, "returncode": returncode, "restart_in_s": delay,
                 "restarts": child.restarts, "log": str(child.log_path)})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(child.stop_requested.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await child.stop_requested.wait()
             delay = min(delay * 2, self.backoff.max_s)
 
     async def _run_once(self, child: _Child) -> int | None:
@@ -204,7 +205,8 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
+            async with asyncio.timeout(self.stop_timeout_s):
+                await proc.wait()
         except TimeoutError:
             log.warning("process ignored SIGTERM; killing", extra={
                 "child": child.spec.name, "timeout_s": self.stop_timeout_s})

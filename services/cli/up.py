@@ -196,7 +196,8 @@ async def _serve(options: Options, supervisor: Supervisor, out: TextIO, api_wait
     """Start, say where everything is, then run until cancelled by a signal."""
     await supervisor.start()
     try:
-        await asyncio.wait_for(_refuse_an_old_stream(options), api_wait_s)
+        async with asyncio.timeout(api_wait_s):
+            await _refuse_an_old_stream(options)
     except TimeoutError:  # the banner then says the api is not answering yet, and where its log is
         log.warning("JetStream not answering: the stream was not checked", extra={"waited_s": api_wait_s})
     api_ready = await _wait_port(options.api_addr, api_wait_s)

@@ -228,7 +228,8 @@ class JetStreamLog:
         for attempt in range(self.tries):
             future = await self._send_batch(batch)
             try:
-                last = await asyncio.wait_for(future, self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    last = await future
                 return list(range(last - len(batch) + 1, last + 1))
             except _Refused as e:
                 if e.code in WRONG_LAST:
@@ -271,9 +272,10 @@ class JetStreamLog:
             self._inbox = f"{self.nc.new_inbox()}."
             await self.nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
         headers = _headers(a) if extra is None else {**_headers(a), **extra}
-        if self._window.locked():  # only a full window waits; wait_for per entry would cost a task each
+        if self._window.locked():  # only a full window waits: a deadline per entry would cost a timer each
             try:
-                await asyncio.wait_for(self._window.acquire(), self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    await self._window.acquire()
             except TimeoutError as e:
                 raise LogUnavailable(f"{len(self._acks)} appends waiting for acknowledgement") from e
         else:
@@ -300,7 +302,8 @@ class JetStreamLog:
         retried = False
         for attempt in range(self.tries):
             try:
-                return await asyncio.wait_for(future, self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    return await future
             except _Refused as e:
                 if e.code not in WRONG_LAST:
                     raise LogUnavailable(f"append to {a.subject} refused: {e.description}") from e

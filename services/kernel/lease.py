@@ -184,7 +184,8 @@ class Lease:
         stopping = stop.bind()
         try:
             # Bounded: a connect retrying for ever would hold `keep` (and the term's end) with it.
-            nc = await asyncio.wait_for(connect(servers, f"lease-{self.loop}"), self.ttl_s)
+            async with asyncio.timeout(self.ttl_s):
+                nc = await connect(servers, f"lease-{self.loop}")
             try:
                 await self._renew_via(Lease(nc, self.loop, self.holder, self.ttl_s), stopping)
             finally:

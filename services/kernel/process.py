@@ -125,6 +125,7 @@ async def _on_reconnect() -> None:
 
 async def _close(nc: Client) -> None:
     try:
-        await asyncio.wait_for(nc.drain(), 2)
+        async with asyncio.timeout(2):
+            await nc.drain()
     except (TimeoutError, nats.errors.ConnectionClosedError, asyncio.CancelledError):
         await nc.close()

@@ -4,8 +4,10 @@ A signal cancels the service's main task, whose `finally` blocks close what it h
 flushes its reports and saves a snapshot) before the connection and the metrics listener close.
 A cancellation can be lost, though: on Python 3.11 `asyncio.wait_for` returns a result that arrives
 together with the cancellation and drops the cancellation (gh-86296, fixed in 3.12), so a task
-looping around a `wait_for` (ours, or nats-py's inside a request) can carry on as if nothing was
-asked, and whatever awaits it (a `TaskGroup`, the runner) waits for ever. Cancelling again would not
+looping around a `wait_for` can carry on as if nothing was asked, and whatever awaits it (a
+`TaskGroup`, the runner) waits for ever. Shoal's own code does not use it and Shoal's nats client
+raises what nats-py's requests drop (`nats_client`), but a library may still drop one somewhere
+else, so this stays the backstop. Cancelling again would not
 reach such a task and would cut short the clean stops in progress, so instead the process ends
 itself `DEADLINE_S` after the signal: first it logs the stack of every task still pending, which
 names the one that did not stop, then it exits with `EXIT_STOP_OVERDUE`. `kill` always works, and

@@ -126,7 +126,8 @@ class ProcessExecutor:
             return self._observe(d)
         _signal_command(d, watch.wrapper, _stop_signal(task.spec.container_spec))
         try:
-            return await asyncio.wait_for(asyncio.shield(watch.exited), stop_grace_s(task))
+            async with asyncio.timeout(stop_grace_s(task)):
+                return await asyncio.shield(watch.exited)
         except TimeoutError:
             log.info("grace period over, killing", extra={"task_id": task.id})
             _kill_group(watch.wrapper, signal.SIGKILL)

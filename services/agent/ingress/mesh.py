@@ -63,7 +63,8 @@ class Mesh:
                 complete = await (self._reconcile() if self.kernel is None else self._apply(self.kernel))
                 wait = BIND_RETRY_S if not complete else None if self.kernel is None else COUNT_EVERY_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
         finally:
             await self._close()
 

@@ -169,7 +169,8 @@ class _Connection:
     async def _link(self, backend: Backend) -> None:
         loop = asyncio.get_running_loop()
         side = _Side(self, BYTES.labels(service=self.service, backend=backend.node_id, direction="out"), self.client)
-        await asyncio.wait_for(loop.create_connection(lambda: side, backend.addr, backend.port), CONNECT_TIMEOUT_S)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await loop.create_connection(lambda: side, backend.addr, backend.port)
         if self.closed:
             assert side.transport is not None
             side.transport.close()

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from schemas import logs
 from schemas.logs import LogBatch, LogCancel, LogOpen, LogQuery, LogRenew
 from services.kernel import subjects
+from services.kernel.nats_client import keeping_cancellation
 
 OPEN_TIMEOUT_S = 2.0
 WINDOW = 32
@@ -49,7 +50,9 @@ class LogFetcher:
             renewed = loop.time()
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=self.renew_s)
+                    # nats-py's `next_msg` waits with `wait_for`: a client gone as a chunk lands
+                    # must still end the stream, not renew it for ever.
+                    msg = await keeping_cancellation(sub.next_msg(timeout=self.renew_s))
                 except nats.errors.TimeoutError:
                     try:
                         await self._control(node_id, LogRenew(inbox=inbox, received=received))

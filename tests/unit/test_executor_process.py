@@ -34,6 +34,16 @@ async def dies(pid: int) -> bool:
     return False
 
 
+async def execs(pid: int, argv: list[str]) -> bool:
+    """The pid is written just before the exec: until the exec is through, /proc shows the wrapper's
+    child, or nothing while the kernel swaps the image in. A wrong pid never turns into `argv`."""
+    for _ in range(500):
+        if procfs.cmdline(pid) == argv:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 @pytest.fixture
 async def ex(tmp_path: Path) -> AsyncIterator[ProcessExecutor]:
     executor = ProcessExecutor(tmp_path)
@@ -76,7 +86,7 @@ async def test_pid_is_the_command_and_killing_it_is_a_failure(ex: ProcessExecuto
     task = make_task(args=["sleep", "30"])
     await ex.prepare(task)
     running = await ex.start(task)
-    assert procfs.cmdline(running.pid) == ["sleep", "30"]
+    assert await execs(running.pid, ["sleep", "30"]), f"pid {running.pid} runs {procfs.cmdline(running.pid)}"
     os.kill(running.pid, signal.SIGKILL)
     exited = await exits.wait(task.id)
     assert (exited.phase, exited.exit_code, exited.pid) == (Phase.EXITED, 137, running.pid)

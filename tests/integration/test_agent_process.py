@@ -40,6 +40,7 @@ from services.kernel.jetstream import JetStreamLog
 from services.kernel.projection import Projection
 from services.kernel.writer import Intent, Writer
 from tests.nats_server import NatsServer, child_env
+from tests.unit.test_executor_process import execs
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,7 @@ async def test_process_agent_end_to_end(nats: NatsServer, jslog: JetStreamLog, c
         walk = [S.ACCEPTED, S.PREPARING, S.READY, S.STARTING, S.RUNNING]
         reported = cluster.states(killed)  # in order; a report replaced while queued is skipped
         assert reported == [s for s in walk if s in reported] and reported[-1] is S.RUNNING, reported
-        assert procfs.cmdline(pid_of(running)) == ["sleep", "30"]
+        assert await execs(pid_of(running), ["sleep", "30"]), procfs.cmdline(pid_of(running))
 
         # a killed process is a failed task, with its exit code
         os.kill(pid_of(running), signal.SIGKILL)

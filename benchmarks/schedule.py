@@ -12,7 +12,13 @@ api's `shoal_tasks` gauge), then reads the log once and reports from the events'
 - placements/s: tasks / all-assigned seconds (the whole system: api, orchestrator, scheduler);
   also over the scheduler's own window (first to last `TaskAssigned`);
 - TaskCreated -> TaskAssigned latency per task, p50 and p99;
-- peak resident memory (VmHWM) of every process.
+- peak resident memory (VmHWM) of every process;
+- `stream_api`: round trips of the log stream's info, asked every 50 ms from the first create to
+  all running, and the stream's block files at the end (`benchmarks/stream_stalls.py`): stalls
+  every process waits on show here.
+
+`--latencies FILE` writes every task's created and assigned times (seconds from the first create)
+and its latency, to see whether the tail is a few stalls or the whole run.
 
 `--unplaced-limit N` sets the orchestrator's pacing (default 500, `docs/orchestration/pacing.md`);
 0 creates every task at once, as before pacing.
@@ -46,6 +52,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from benchmarks.stream_stalls import blocks, probed
 from schemas.codec import decode
 from schemas.events import (
     Envelope,
@@ -79,6 +86,7 @@ from services.orchestrator.pacing import DEFAULT_UNPLACED_LIMIT
 from tests.cluster import LocalCluster, free_ports
 
 MIB = 1 << 20
+STREAM = "SHOAL"
 CONTROL = ("nats", "api", "orchestrator", "scheduler")
 _TASKS = re.compile(r"^shoal_tasks\{([^}]*)\} (\S+)$", re.MULTILINE)
 
@@ -206,7 +214,7 @@ class Times:
 async def read_log(nats_url: str) -> Times:
     """Every entry once, after the run: the events' own times, so reading costs the run nothing."""
     nc = await connect([nats_url], "benchmark")
-    log = JetStreamLog(nc, "SHOAL")
+    log = JetStreamLog(nc, STREAM)
     last = await log.last_seq()
     times = Times()
     done = asyncio.Event()
@@ -234,6 +242,15 @@ async def read_log(nats_url: str) -> Times:
     await following.stop()
     await nc.close()
     return times
+
+
+def write_latencies(path: Path, times: Times, t0_ns: int) -> None:
+    """Where the tail is in time: a p99 made of a few stalls shows as runs of slow tasks created
+    together; one made of the queue's depth is spread over the whole run."""
+    rows = sorted((c, times.assigned[t]) for t, c in times.created.items() if t in times.assigned)
+    lines = ["created_s,assigned_s,latency_ms", *(f"{(c - t0_ns) / 1e9:.3f},{(a - t0_ns) / 1e9:.3f},{(a - c) / 1e6:.1f}"
+                                                 for c, a in rows)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -303,20 +320,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{args.nodes} nodes ready; creating {services} services x {args.replicas} replicas",
                       file=sys.stderr)
                 with profiled(sup, args.profile, ("api", "orchestrator", "scheduler", "audit", "agent-1")):
-                    t0 = time.time_ns()
-                    retries = await create_all(session, api, specs, args.concurrency)
-                    created_s = (time.time_ns() - t0) / 1e9
-                    deadline = time.monotonic() + args.timeout
-                    running = 0
-                    while running < total:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"{running}/{total} running after {args.timeout}s; logs in {tmp}")
-                        await asyncio.sleep(0.5)
-                        running = await running_tasks(session, api)
+                    async with probed(sys_.options.nats_url, STREAM) as stalls:
+                        t0 = time.time_ns()
+                        retries = await create_all(session, api, specs, args.concurrency)
+                        created_s = (time.time_ns() - t0) / 1e9
+                        deadline = time.monotonic() + args.timeout
+                        running = 0
+                        while running < total:
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"{running}/{total} running after {args.timeout}s; logs in {tmp}")
+                            await asyncio.sleep(0.5)
+                            running = await running_tasks(session, api)
             rss = {s.name: peak_rss_mb(sup.pid(s.name)) for s in sup.specs}
             cpu = {s.name: cpu_s(sup.pid(s.name)) for s in sup.specs}
             times = await read_log(sys_.options.nats_url)
+            stream = stalls.report(blocks(sys_.options.nats_dir, STREAM))
     latencies = [(times.assigned[t] - c) / 1e6 for t, c in times.created.items() if t in times.assigned]
+    if args.latencies is not None:
+        write_latencies(args.latencies, times, t0)
     last_assigned = max(times.assigned.values())
     all_assigned_s = (last_assigned - t0) / 1e9
     window_s = (last_assigned - min(times.assigned.values())) / 1e9
@@ -333,7 +354,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scheduler_window_per_s": round(len(times.assigned) / window_s) if window_s else 0,
         "assign_p50_ms": round(percentile(latencies, 50), 1),
         "assign_p99_ms": round(percentile(latencies, 99), 1),
-        "peak_rss_mb": rss, "cpu_s": cpu,
+        "stream_api": stream, "peak_rss_mb": rss, "cpu_s": cpu,
     }
 
 
@@ -350,6 +371,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all running")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the processes' logs here after the run")
+    parser.add_argument("--latencies", type=Path, default=None,
+                        help="write each task's created time and TaskCreated -> TaskAssigned ms here (CSV)")
     parser.add_argument("--unplaced-limit", type=int, default=DEFAULT_UNPLACED_LIMIT,
                         help="the orchestrator's --unplaced-limit (docs/orchestration/pacing.md); 0: all at once")
     args = parser.parse_args()

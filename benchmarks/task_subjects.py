@@ -13,9 +13,14 @@ the first layout and `task.*.<node>.>` in the second. For each layout, on a fres
 - the last entry on 500 node filters (a sim agent's projection start);
 - `--appends` status entries followed by ordered push consumers as `EventLog.follow` makes them:
   2 with 500 node filters each (sim agents) and 100 with one each (single-node agents), then the
-  same consumers catching up from sequence 1.
+  same consumers catching up from sequence 1;
+- the same consumers following `--appends` more status entries sent at `--paced` entries/s, a rate
+  the server keeps up with, while the stream's API is probed for stalls
+  (`benchmarks/stream_stalls.py`): once the entries fill a few 8 MB blocks (`--appends 100000`),
+  this shows what each new block costs the server for each kind of filter.
 
     python -m benchmarks.task_subjects --tasks 100000 --appends 20000
+    python -m benchmarks.task_subjects --tasks 100000 --appends 100000 --paced 3000
 
 The last line printed is a JSON object with the figures (microseconds per append, seconds otherwise).
 """
@@ -29,12 +34,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from benchmarks.schedule import cpu_s
+from benchmarks.stream_stalls import blocks, probed
 from services.kernel.ids import new_id
 from services.kernel.jetstream import ensure_stream
 from tests.nats_server import nats_server
@@ -78,6 +85,17 @@ async def _publish(js: JetStreamContext, entries: Sequence[tuple[str, dict[str, 
     await asyncio.gather(*(one(s, h) for s, h in entries))
 
 
+async def _publish_paced(js: JetStreamContext, entries: Sequence[tuple[str, dict[str, str] | None]],
+                         per_s: int) -> None:
+    """`per_s` entries a second, sent a hundredth of a second's worth at a time."""
+    step = max(1, per_s // 100)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n, i in enumerate(range(0, len(entries), step)):
+        await _publish(js, entries[i : i + step])
+        await asyncio.sleep(max(0.0, started + (n + 1) / 100 - loop.time()))
+
+
 async def _follow(js: JetStreamContext, filters: list[list[str]], start: int,
                   expect: list[int]) -> list[JetStreamContext.PushSubscription]:
     """Ordered push consumers from `start`, as `EventLog.follow` makes them, one per list of filters;
@@ -109,7 +127,25 @@ async def _stop(subs: list[JetStreamContext.PushSubscription]) -> None:
     await asyncio.sleep(1)  # the server has deleted the consumers before the next figure
 
 
-async def measure(layout: Layout, tasks: int, appends: int) -> dict[str, float]:
+async def _paced_stalls(js: JetStreamContext, url: str, store: Path, filters: list[list[str]], groups: list[list[str]],
+                        on_node: Counter[str], status: list[tuple[str, dict[str, str] | None]], layout: Layout,
+                        per_s: int, label: str) -> dict[str, float]:
+    """Stalls of the stream's API while the consumers follow entries sent at a pace the server keeps up with."""
+    start = int((await js.stream_info(STREAM)).state.last_seq) + 1
+    before = on_node.copy()
+    on_node.update(layout.node_of(s) for s, _ in status)
+    following = asyncio.create_task(_follow(js, filters, start, [sum(on_node[n] - before[n] for n in g)
+                                                                 for g in groups]))
+    await asyncio.sleep(1)
+    blocks_before = blocks(store, STREAM)
+    async with probed(url, STREAM) as stalls:
+        await _publish_paced(js, status, per_s)
+        await _stop(await following)
+    stream = stalls.report(blocks(store, STREAM) - blocks_before)
+    return {f"paced_{label}_{key}": stream[key] for key in ("blocks", "stalls", "stalled_s", "p99_ms", "max_ms")}
+
+
+async def measure(layout: Layout, tasks: int, appends: int, paced: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     with nats_server() as server:
         pid = server.process.pid
@@ -156,6 +192,10 @@ async def measure(layout: Layout, tasks: int, appends: int) -> dict[str, float]:
             used = cpu_s(pid)
             await _stop(await _follow(js, filters, 1, [sum(on_node[n] for n in g) for g in groups]))
             figures[f"catch_up_{label}_s"] = cpu_s(pid) - used
+            if paced:
+                figures.update(await _paced_stalls(js, server.url, server.store, filters, groups, on_node,
+                                                   [(layout.subject(nodes[i % NODES], new_id(), "status"), None)
+                                                    for i in range(appends)], layout, paced, label))
         await nc.close()
     return {k: round(v, 2) for k, v in figures.items()}
 
@@ -164,11 +204,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else "")
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks stored before measuring")
     parser.add_argument("--appends", type=int, default=20_000, help="entries appended per figure")
+    parser.add_argument("--paced", type=int, default=0, metavar="PER_S",
+                        help="also follow --appends entries sent at this rate, probing the stream for stalls")
     args = parser.parse_args()
     results = {}
     for layout in LAYOUTS:
         started = time.perf_counter()
-        results[layout.name] = asyncio.run(measure(layout, args.tasks, args.appends))
+        results[layout.name] = asyncio.run(measure(layout, args.tasks, args.appends, args.paced))
         print(layout.name, results[layout.name], f"({time.perf_counter() - started:.0f} s)", flush=True)
     print(json.dumps({"tasks": args.tasks, "appends": args.appends, **results}))
 

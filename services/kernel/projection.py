@@ -183,21 +183,24 @@ class Projection:
             return
         self._since_snapshot = 0
         self._snapshot_after = self._stretched(len(self.state.tasks))
-        data = snapshot.take(self.state)
-        self._snapshot_task = asyncio.get_running_loop().create_task(self._save(data, self.state.seq))
+        frozen = snapshot.freeze(self.state)
+        self._snapshot_task = asyncio.get_running_loop().create_task(self._save(frozen))
 
-    async def _save(self, data: bytes, seq: int) -> None:
+    async def _save(self, frozen: snapshot.Frozen) -> None:
+        """Encoded a step at a time: at 100,000 tasks, encoding in one go held every entry, pass and
+        lease renewal of this process back for 0.3-0.7 s (docs/performance.md, session 12)."""
         assert self.snapshots is not None
         try:
+            data = await snapshot.encode_in_steps(frozen)
             await self.snapshots.save(self.snapshot_name, data)
-            log.info("snapshot written", extra={"seq": seq, "bytes": len(data)})
+            log.info("snapshot written", extra={"seq": frozen.seq, "bytes": len(data)})
         except Exception as e:  # a failed snapshot only costs start-up time later
             log.warning("snapshot failed", extra={"error": str(e)})
 
     async def save_snapshot(self) -> None:
         """Write a snapshot now (on clean shutdown), so the next start replays almost nothing."""
         if self.snapshots is not None and self.snapshot_name:
-            await self._save(snapshot.take(self.state), self.state.seq)
+            await self._save(snapshot.freeze(self.state))
 
     async def stop(self) -> None:
         if self._following is not None:

@@ -187,8 +187,8 @@ class Projection:
         self._snapshot_task = asyncio.get_running_loop().create_task(self._save(frozen))
 
     async def _save(self, frozen: snapshot.Frozen) -> None:
-        """Encoded a step at a time: at 100,000 tasks, encoding in one go held every entry, pass and
-        lease renewal of this process back for 0.3-0.7 s (docs/performance.md, session 12)."""
+        """Encoded a step at a time: at 100,000 tasks, encoding in one go held every entry and pass
+        of this process back for 0.3-0.7 s (docs/performance.md, session 12)."""
         assert self.snapshots is not None
         try:
             data = await snapshot.encode_in_steps(frozen)

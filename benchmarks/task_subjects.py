@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import nats
 from nats.aio.msg import Msg
@@ -127,22 +127,23 @@ async def _stop(subs: list[JetStreamContext.PushSubscription]) -> None:
     await asyncio.sleep(1)  # the server has deleted the consumers before the next figure
 
 
-async def _paced_stalls(js: JetStreamContext, url: str, store: Path, filters: list[list[str]], groups: list[list[str]],
-                        on_node: Counter[str], status: list[tuple[str, dict[str, str] | None]], layout: Layout,
-                        per_s: int, label: str) -> dict[str, float]:
-    """Stalls of the stream's API while the consumers follow entries sent at a pace the server keeps up with."""
+def _new_statuses(layout: Layout, nodes: list[str], n: int) -> list[tuple[str, dict[str, str] | None]]:
+    return [(layout.subject(nodes[i % NODES], new_id(), "status"), None) for i in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def _following(js: JetStreamContext, filters: list[list[str]], groups: list[list[str]], on_node: Counter[str],
+                     layout: Layout, status: list[tuple[str, dict[str, str] | None]]) -> AsyncIterator[None]:
+    """The consumers follow from the stream's end while the body appends `status`; on leaving, once
+    each has received every new entry on its nodes, they are stopped."""
     start = int((await js.stream_info(STREAM)).state.last_seq) + 1
     before = on_node.copy()
     on_node.update(layout.node_of(s) for s, _ in status)
     following = asyncio.create_task(_follow(js, filters, start, [sum(on_node[n] - before[n] for n in g)
                                                                  for g in groups]))
-    await asyncio.sleep(1)
-    blocks_before = blocks(store, STREAM)
-    async with probed(url, STREAM) as stalls:
-        await _publish_paced(js, status, per_s)
-        await _stop(await following)
-    stream = stalls.report(blocks(store, STREAM) - blocks_before)
-    return {f"paced_{label}_{key}": stream[key] for key in ("blocks", "stalls", "stalled_s", "p99_ms", "max_ms")}
+    await asyncio.sleep(1)  # the consumers exist before the appends begin
+    yield
+    await _stop(await following)
 
 
 async def measure(layout: Layout, tasks: int, appends: int, paced: int) -> dict[str, float]:
@@ -178,24 +179,23 @@ async def measure(layout: Layout, tasks: int, appends: int, paced: int) -> dict[
 
         for label, groups in (("2x500", [nodes[:500], nodes[500:]]), ("100x1", [[n] for n in nodes[:100]])):
             filters = [[layout.node_filter(n) for n in g] for g in groups]
-            start = int((await js.stream_info(STREAM)).state.last_seq) + 1
-            status = [(layout.subject(nodes[i % NODES], new_id(), "status"), None) for i in range(appends)]
-            before = on_node.copy()
-            on_node.update(layout.node_of(s) for s, _ in status)
+            status = _new_statuses(layout, nodes, appends)
             used = cpu_s(pid)
-            following = asyncio.create_task(_follow(js, filters, start, [sum(on_node[n] - before[n] for n in g)
-                                                                         for g in groups]))
-            await asyncio.sleep(1)  # the consumers exist before the appends begin
-            await _publish(js, status)
-            await _stop(await following)
+            async with _following(js, filters, groups, on_node, layout, status):
+                await _publish(js, status)
             figures[f"follow_{label}_us"] = 1e6 * (cpu_s(pid) - used) / appends
             used = cpu_s(pid)
             await _stop(await _follow(js, filters, 1, [sum(on_node[n] for n in g) for g in groups]))
             figures[f"catch_up_{label}_s"] = cpu_s(pid) - used
             if paced:
-                figures.update(await _paced_stalls(js, server.url, server.store, filters, groups, on_node,
-                                                   [(layout.subject(nodes[i % NODES], new_id(), "status"), None)
-                                                    for i in range(appends)], layout, paced, label))
+                status = _new_statuses(layout, nodes, appends)
+                blocks_before = blocks(server.store, STREAM)
+                async with probed(server.url, STREAM) as stalls, \
+                        _following(js, filters, groups, on_node, layout, status):
+                    await _publish_paced(js, status, paced)
+                stream = stalls.report(blocks(server.store, STREAM) - blocks_before)
+                figures.update({f"paced_{label}_{key}": stream[key]
+                                for key in ("blocks", "stalls", "stalled_s", "p99_ms", "max_ms")})
         await nc.close()
     return {k: round(v, 2) for k, v in figures.items()}
 

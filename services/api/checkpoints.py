@@ -94,8 +94,9 @@ class Checkpoints:
         newest = await self._known_newest(self.store)
         if not kept(state.seq, newest, self.every):
             return  # a replay of an old stretch: the checkpoint there was pruned on purpose
+        frozen = snapshot.freeze(state)  # encoded a step at a time, as a projection's snapshots are
         try:
-            await self.store.save(name(state.seq), snapshot.take(state))
+            await self.store.save(name(frozen.seq), await snapshot.encode_in_steps(frozen))
         except Exception as e:  # a missing checkpoint only costs a longer replay later
             log.warning("checkpoint not written", extra={"seq": state.seq, "error": str(e)})
             return

@@ -35,7 +35,7 @@ def _intents(count: int) -> list[Intent]:
     out = []
     for slot in range(count):
         task = Task(id=new_id(), service_id="svc", service_name="web", slot=slot + 1)
-        out.append(Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id)))
+        out.append(Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all("", task.id)))
     return out
 
 

@@ -396,19 +396,19 @@ class Figures:
         }
 
 
-async def build(nc: Client, args: argparse.Namespace, figures: Figures) -> list[bytes]:
-    """Append the cluster's life, `args.batch` entries pipelined at a time; keep the bytes for the
-    in-memory measurements."""
+async def build(nc: Client, args: argparse.Namespace, figures: Figures) -> list[tuple[str, bytes]]:
+    """Append the cluster's life, `args.batch` entries pipelined at a time; keep the subjects and
+    bytes for the in-memory measurements."""
     log = JetStreamLog(nc, STREAM)
     life = ClusterLife(args.seed, args.nodes, args.services)
-    kept: list[bytes] = []
+    kept: list[tuple[str, bytes]] = []
     started = time.perf_counter()
     for batch in life.batches(args.events, args.batch):
         results = await log.append([Append(subject, data, f"bench-{len(kept) + i}")
                                     for i, (subject, data) in enumerate(batch)])
         if not all(isinstance(r, int) for r in results):
             raise RuntimeError(f"append refused: {results[:3]}")
-        kept.extend(data for _, data in batch)
+        kept.extend(batch)
         if len(kept) % 100_000 < args.batch:
             print(f"  built {len(kept):,} events", file=sys.stderr)
     figures.build_s = time.perf_counter() - started
@@ -444,7 +444,7 @@ async def replay(nc: Client) -> tuple[float, ClusterState]:
     return elapsed, projection.state
 
 
-def fold_in_memory(entries: list[bytes], chunk: int = 100_000) -> tuple[float, float, ClusterState]:
+def fold_in_memory(entries: list[tuple[str, bytes]], chunk: int = 100_000) -> tuple[float, float, ClusterState]:
     """Decode and fold timed apart; envelopes decoded a chunk at a time to bound memory.
 
     While a chunk is folded, everything already alive (its envelopes, the state so far) is frozen
@@ -456,11 +456,11 @@ def fold_in_memory(entries: list[bytes], chunk: int = 100_000) -> tuple[float, f
     decode_s = fold_s = 0.0
     for start in range(0, len(entries), chunk):
         t0 = time.perf_counter()
-        envelopes = [decode(data) for data in entries[start:start + chunk]]
+        envelopes = [(subject, decode(data)) for subject, data in entries[start:start + chunk]]
         gc.freeze()
         t1 = time.perf_counter()
-        for seq, env in enumerate(envelopes, start + 1):
-            apply(state, seq, env)
+        for seq, (subject, env) in enumerate(envelopes, start + 1):
+            apply(state, seq, env, subject)
         fold_s += time.perf_counter() - t1
         decode_s += t1 - t0
         gc.unfreeze()

@@ -1,5 +1,7 @@
 """What the task subject layout costs nats-server: the design's original `task.<node>.<task>` against
-Shoal's `task.<task>.<node>` (`services/kernel/subjects.py`).
+`task.<task>.<node>`, Shoal's layout from 2026-12-07 to 2026-12-08. Shoal now takes the cheap half of
+each: waiting tasks under `task.<task>` (the second's scopes), assigned ones under `assigned.<node>`
+(the first's filters; `services/kernel/subjects.py`).
 
 Every task write compare-and-sets on all of the task's subjects, and the server resolves that scope
 on each append: under `task.<node>.<task>` it is `task.*.<task>.>`, under `task.<task>.<node>` the

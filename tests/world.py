@@ -41,6 +41,7 @@ from services.kernel.fold import apply
 from services.kernel.ids import format_ns
 from services.kernel.placement import generic as generic_resources
 from services.kernel.reconcile import Decide, Decision
+from services.kernel.routing import subject_for
 from services.kernel.state import ClusterState
 from services.orchestrator.decide import Orchestrator, Settings
 
@@ -69,7 +70,7 @@ class World:
         for ev in events:
             self.now += 1
             env = Envelope(id=f"e{next(self._ids)}", time=format_ns(self.now), actor="test", event=ev)
-            apply(self.state, self.state.seq + 1, env)
+            apply(self.state, self.state.seq + 1, env, subject_for(ev, self.state))
 
     def timers_ms(self, decision: Decision) -> list[int]:
         """When the decision wants to be woken, in whole milliseconds from now."""

@@ -63,7 +63,7 @@ class Checkpoints:
         """The cluster as of `seq` (which the log must already hold)."""
         state = await self._nearest(seq)
         async for entry in read_until(self.log, state.seq + 1, seq):
-            apply_raw(state, entry.seq, entry.data)
+            apply_raw(state, entry.seq, entry.data, entry.subject)
             if entry.seq % self.every == 0:
                 await self._save(state)
         return state

@@ -57,7 +57,7 @@ class Auditor:
 
         def on_entry(entry: Entry) -> None:
             if entry.seq <= target:
-                self._fold(entry.seq, entry.data)
+                self._fold(entry.seq, entry.data, entry.subject)
             if entry.seq >= target and not done.done():
                 done.set_result(None)
 
@@ -67,10 +67,10 @@ class Auditor:
         finally:
             await following.stop()
 
-    def _fold(self, seq: int, data: bytes) -> None:
+    def _fold(self, seq: int, data: bytes, subject: str) -> None:
         env = _decode(data)
         if env is not None:
-            apply(self.state, seq, env)
+            apply(self.state, seq, env, subject)
 
     async def handle(self, entries: Sequence[Entry]) -> bool:
         """Write the lines of a batch (skipping what the journal holds), then fsync. False, with
@@ -86,7 +86,7 @@ class Auditor:
             env = _decode(entry.data)
             lines.append(line(self.state, seq, entry.subject, env, entry.headers))
             if env is not None:
-                apply(self.state, seq, env)
+                apply(self.state, seq, env, entry.subject)
             self.last = seq
         if lines:
             await asyncio.to_thread(self.journal.write, lines)

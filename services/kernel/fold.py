@@ -43,6 +43,7 @@ from schemas.node import Node, NodeStatus
 from schemas.service import Endpoint, JobStatus, Service, ServiceSpec, UpdateStatus
 from schemas.task import RANK, TaskState, TaskStatus
 from services.kernel.state import Cluster, ClusterState, Leader
+from services.kernel.subjects import is_unassigned_task
 
 _replace = msgspec.structs.replace
 _RUNNING_RANK = RANK[TaskState.RUNNING]
@@ -50,19 +51,31 @@ _RUNNING_RANK = RANK[TaskState.RUNNING]
 Handler = Callable[[ClusterState, int, Envelope, Any], bool]
 
 
-def apply(state: ClusterState, seq: int, env: Envelope) -> ClusterState:
-    """Apply one entry. Entries at or below `state.seq` were already applied and are skipped."""
+def apply(state: ClusterState, seq: int, env: Envelope, subject: str = "") -> ClusterState:
+    """Apply one entry. Entries at or below `state.seq` were already applied and are skipped.
+
+    `subject` is the entry's. A task entry written under the unassigned prefix once its task is
+    assigned came from a view older than the assignment: its compare-and-set scope did not hold the
+    `TaskAssigned` (`subjects.task_all`), so the server let it through. It is ignored, and moves no
+    version, since it is not on the subjects the task's writers now compare against."""
     if seq <= state.seq:
         return state
     state.seq = seq
     ev = env.event
     handler, name = _DISPATCH[type(ev)]
-    if handler(state, seq, env, ev):
+    if subject and is_unassigned_task(subject) and _assigned_already(state, ev):
+        state.stats.ignored[name] += 1
+    elif handler(state, seq, env, ev):
         state.stats.applied[name] += 1
     else:
         state.stats.ignored[name] += 1
         _note_ignored(state, seq, ev)
     return state
+
+
+def _assigned_already(state: ClusterState, ev: object) -> bool:
+    task = state.tasks.get(getattr(ev, "task_id", ""))
+    return task is not None and bool(task.node_id)
 
 
 def _note_ignored(state: ClusterState, seq: int, ev: object) -> None:
@@ -81,7 +94,7 @@ def _note_ignored(state: ClusterState, seq: int, ev: object) -> None:
         node.version = Version(seq)
 
 
-def apply_raw(state: ClusterState, seq: int, data: bytes) -> ClusterState:
+def apply_raw(state: ClusterState, seq: int, data: bytes, subject: str = "") -> ClusterState:
     """Decode and apply; a corrupt or unknown entry advances `seq` and is counted, never raised."""
     try:
         env = decode(data)
@@ -90,7 +103,7 @@ def apply_raw(state: ClusterState, seq: int, data: bytes) -> ClusterState:
             state.seq = seq
             state.stats.skipped += 1
         return state
-    return apply(state, seq, env)
+    return apply(state, seq, env, subject)
 
 
 # -- cluster -----------------------------------------------------------------------------------

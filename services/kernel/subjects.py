@@ -6,7 +6,8 @@ writer has its own leaf under an entity, so a compare-and-set conflict means a r
     shoal.evt.cluster
     shoal.evt.node.<node>.{agent,spec,status}
     shoal.evt.service.<service>.{spec,update}
-    shoal.evt.task.<task>.<node or _>.{desired,placement,status}
+    shoal.evt.task.<task>.{desired,placement}              until the task is assigned
+    shoal.evt.assigned.<node>.<task>.{desired,placement,status}   from its assignment on
     shoal.evt.leader.<loop>.{term,fence}
 """
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 PREFIX = "shoal.evt"
 ALL = f"{PREFIX}.>"
 CLUSTER = f"{PREFIX}.cluster"
-UNASSIGNED = "_"
-LAYOUT = "task-first"
-"""The task layout above, recorded in the stream's metadata: a log in the earlier `task.<node>.<task>`
-layout cannot be written by this Shoal (`jetstream.ensure_stream` refuses it)."""
+LAYOUT = "assigned-by-node"
+"""The task layout above, recorded in the stream's metadata: a log in an earlier layout
+(`task.<node>.<task>`, then `task.<task>.<node>`) cannot be written by this Shoal
+(`jetstream.ensure_stream` refuses it)."""
 TASKS = f"{PREFIX}.task.>"
+"""Unassigned tasks here; every earlier layout wrote all its tasks here."""
+_UNASSIGNED = f"{PREFIX}.task."
+_ASSIGNED = "assigned"
 
 
 def node(node_id: str, leaf: str) -> str:
@@ -43,25 +47,37 @@ SERVICE_SPECS = f"{PREFIX}.service.*.spec"
 
 
 def task(node_id: str, task_id: str, leaf: str) -> str:
-    return f"{PREFIX}.task.{task_id}.{node_id or UNASSIGNED}.{leaf}"
+    """Under the task while it waits for a node, under its node once assigned, so that an agent
+    follows one literal prefix. A wildcard before the node (`task.*.<node>.>`) has nats-server match
+    the agent's filter against every task's subjects at each new message block, which stalled the
+    whole stream (docs/architecture.md, "Subjects")."""
+    if node_id:
+        return f"{PREFIX}.{_ASSIGNED}.{node_id}.{task_id}.{leaf}"
+    return f"{PREFIX}.task.{task_id}.{leaf}"
 
 
-def task_all(task_id: str) -> str:
-    """All of a task's subjects, wherever it is assigned: the compare-and-set scope for a task. The
-    task comes first so this is a literal prefix: a wildcard before the task (`task.*.<task>.>`) has
-    the server match every task's subjects on each write (docs/architecture.md, "Subjects")."""
-    return f"{PREFIX}.task.{task_id}.>"
+def task_all(node_id: str, task_id: str) -> str:
+    """A task's subjects at its present place: the compare-and-set scope of a writer whose view has
+    the task on `node_id` ("" unassigned). It is a literal prefix: a wildcard before the task has
+    the server match every task's subjects on each write. The scope of an unassigned task does not
+    hold its assignment, so a write made on a view from before the assignment passes the server's
+    check; the fold ignores it (`fold.apply`)."""
+    return task(node_id, task_id, ">")
 
 
 def node_tasks(node_id: str) -> str:
     """What an agent follows: only its own node's tasks."""
-    return f"{PREFIX}.task.*.{node_id}.>"
+    return f"{PREFIX}.{_ASSIGNED}.{node_id}.>"
+
+
+def is_unassigned_task(subject: str) -> bool:
+    return subject.startswith(_UNASSIGNED)
 
 
 def task_node(subject: str) -> str:
     """The node in a task subject, once the task is assigned; "" for any other subject."""
     parts = subject.split(".")
-    return parts[4] if len(parts) == 6 and parts[2] == "task" and parts[4] != UNASSIGNED else ""
+    return parts[3] if len(parts) == 6 and parts[2] == _ASSIGNED else ""
 
 
 def leader_term(loop: str) -> str:

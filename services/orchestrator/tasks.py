@@ -91,11 +91,11 @@ def create(service: Service, *, slot: int = 0, node_id: str = "",
         job_iteration=service.job_status.job_iteration if service.job_status is not None else None,
         endpoint=service.endpoint,
     )
-    return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.id))
+    return Intent(TaskCreated(task=task), expect_seq=0, expect_subject=subjects.task_all(task.node_id, task.id))
 
 
 def _on(task: Task, event: TaskDesiredStateChanged | TaskRemoved | TaskStatusChanged) -> Intent:
-    return Intent(event, expect_seq=task.version.index, expect_subject=subjects.task_all(task.id))
+    return Intent(event, expect_seq=task.version.index, expect_subject=subjects.task_all(task.node_id, task.id))
 
 
 def set_desired(task: Task, desired: TaskState) -> Intent:

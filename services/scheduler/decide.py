@@ -64,7 +64,7 @@ class Placement:
         node_id = info.node.id
         event = TaskAssigned(task=msgspec.structs.replace(task, node_id=node_id), node_id=node_id)
         self.decision.intents.append(Intent(event, expect_seq=task.version.index,
-                                            expect_subject=subjects.task_all(task.id)))
+                                            expect_subject=subjects.task_all(task.node_id, task.id)))
         info.take(ask, task.id)
 
     def explain_unplaced(self) -> None:
@@ -86,7 +86,7 @@ class Placement:
         self.waiting.setdefault(task.service_id, Counter())[reason] += 1
         if task.status.state != TaskState.PENDING or task.status.err != err:
             self.decision.intents.append(Intent(TaskPending(task_id=task.id, err=err), expect_seq=task.version.index,
-                                                expect_subject=subjects.task_all(task.id)))
+                                                expect_subject=subjects.task_all(task.node_id, task.id)))
 
 
 def is_waiting(task: Task) -> bool:

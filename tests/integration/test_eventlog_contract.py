@@ -38,12 +38,19 @@ async def test_compare_and_set_on_an_entity(eventlog: EventLog) -> None:
     assert await eventlog.append([_a(svc, "c3", expect=1)]) == [2]
 
 
-async def test_compare_and_set_follows_a_task_across_its_move_to_a_node(eventlog: EventLog) -> None:
-    scope = subjects.task_all("t1")
-    await eventlog.append([_a(subjects.task("", "t1", "desired"), "c", expect=0, scope=scope)])
-    await eventlog.append([_a(subjects.task("n1", "t1", "placement"), "a", expect=1, scope=scope)])
-    stale = await eventlog.append([_a(subjects.task("n1", "t1", "desired"), "d", expect=1, scope=scope)])
-    assert stale == [Conflict(subjects.task("n1", "t1", "desired"), 2)]
+async def test_compare_and_set_on_a_task_before_and_after_its_move_to_a_node(eventlog: EventLog) -> None:
+    """The assignment is compared against the waiting task's subjects and lands under the node, where
+    the task's later writers compare against it (the stale write the waiting scope cannot refuse is
+    the fold's to ignore: test_fold.py)."""
+    waiting, on_n1 = subjects.task_all("", "t1"), subjects.task_all("n1", "t1")
+    assert await eventlog.append([_a(subjects.task("", "t1", "desired"), "c", expect=0, scope=waiting)]) == [1]
+    raced = await eventlog.append([_a(subjects.task("", "t1", "placement"), "p", expect=0, scope=waiting)])
+    assert raced == [Conflict(subjects.task("", "t1", "placement"), 1)]
+    assert await eventlog.append([_a(subjects.task("n1", "t1", "placement"), "a", expect=1, scope=waiting)]) == [2]
+    assert await eventlog.append([_a(subjects.task("n1", "t1", "status"), "r")]) == [3]  # the agent's report
+    stale = await eventlog.append([_a(subjects.task("n1", "t1", "desired"), "d", expect=2, scope=on_n1)])
+    assert stale == [Conflict(subjects.task("n1", "t1", "desired"), 3)]
+    assert await eventlog.append([_a(subjects.task("n1", "t1", "desired"), "d2", expect=3, scope=on_n1)]) == [4]
 
 
 async def test_compare_and_set_over_all_service_specs_guards_name_uniqueness(eventlog: EventLog) -> None:

@@ -75,7 +75,7 @@ def _image(task: Task) -> str:
 
 def _report(task: Task, state: TaskState) -> Intent:
     return Intent(TaskStatusChanged(task_id=task.id, status=TaskStatus(state=state)),
-                  expect_seq=task.version.index, expect_subject=subjects.task_all(task.id))
+                  expect_seq=task.version.index, expect_subject=subjects.task_all(task.node_id, task.id))
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""A stream an earlier Shoal wrote tasks into under `task.<node>.<task>` is refused at start: those
-tasks' entries lie outside the `task.<task>.>` compare-and-set scope, so every write on them would
-conflict forever."""
+"""A stream an earlier Shoal wrote tasks into (under `task.<node>.<task>`, or `task.<task>.<node>`) is
+refused at start: those tasks' entries lie outside the compare-and-set scopes and the agents' filters
+of this layout (`subjects.task_all`, `subjects.node_tasks`), so writes on them would conflict forever
+and their agents would never see them."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ from tests.nats_server import NatsServer
 from tests.streams import earlier_stream
 
 
-async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(nats: NatsServer) -> None:
-    await earlier_stream(nats.url, subjects.CLUSTER, "shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")
+@pytest.mark.parametrize(("layout", "written"), [
+    (None, ("shoal.evt.task._.t1.desired", "shoal.evt.task.n1.t1.placement")),
+    ("task-first", ("shoal.evt.task.t1._.desired", "shoal.evt.task.t1.n1.placement")),
+])
+async def test_a_stream_holding_tasks_of_an_earlier_layout_is_refused(
+        nats: NatsServer, layout: str | None, written: tuple[str, ...]) -> None:
+    await earlier_stream(nats.url, subjects.CLUSTER, *written, layout=layout)
     nc = await connect([nats.url], "test")
     with pytest.raises(OldSubjectLayout, match="stream SHOAL holds task entries in an earlier subject layout"):
         await ensure_stream(nc, "SHOAL")

@@ -22,6 +22,7 @@ from schemas.events import (
 from schemas.node import NodeDescription, NodeSpec
 from schemas.service import ServiceSpec
 from schemas.task import Task, TaskState, TaskStatus
+from services.kernel import subjects
 from services.kernel.fold import apply, apply_raw
 from services.kernel.state import ClusterState
 from tests.events import envelope, fold
@@ -109,6 +110,28 @@ def test_assignment_after_the_task_moved_on_is_ignored() -> None:
     state = fold([_task(), _status("t1", TaskState.FAILED)])
     fold([TaskAssigned(task=state.tasks["t1"], node_id="n1")], state)
     assert state.tasks["t1"].node_id == "" and state.stats.ignored["TaskAssigned"] == 1
+
+
+def test_a_write_under_the_unassigned_prefix_after_the_assignment_is_ignored_and_moves_no_version() -> None:
+    """The server lets it through: the unassigned scope does not hold the assignment (test_subjects.py).
+    A writer whose view is current names the assigned scope, whose last entry is the assignment."""
+    state = fold([_task()])
+    fold([TaskAssigned(task=state.tasks["t1"], node_id="n1")], state)
+    for ev in (TaskDesiredStateChanged(task_id="t1", desired_state=TaskState.SHUTDOWN), TaskRemoved(task_id="t1"),
+               TaskPending(task_id="t1", err="no suitable node")):
+        apply(state, state.seq + 1, envelope(ev), subjects.task("", "t1", "desired"))
+    task = state.tasks["t1"]
+    assert (task.desired_state, task.status.state, task.version.index) == (TaskState.RUNNING, TaskState.ASSIGNED, 2)
+    assert state.seq == 5 and sum(state.stats.ignored.values()) == 3
+    fold([TaskDesiredStateChanged(task_id="t1", desired_state=TaskState.SHUTDOWN)], state)  # from the current view
+    assert state.tasks["t1"].desired_state == TaskState.SHUTDOWN and state.tasks["t1"].version.index == 6
+
+
+def test_writes_under_the_unassigned_prefix_apply_while_the_task_waits() -> None:
+    state = fold([_task()])
+    apply(state, 2, envelope(TaskDesiredStateChanged(task_id="t1", desired_state=TaskState.SHUTDOWN)),
+          subjects.task("", "t1", "desired"))
+    assert state.tasks["t1"].desired_state == TaskState.SHUTDOWN and state.tasks["t1"].version.index == 2
 
 
 def test_an_agent_learns_a_task_from_its_assignment_alone() -> None:

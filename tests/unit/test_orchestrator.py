@@ -8,6 +8,7 @@ import pytest
 from schemas.events import TaskCreated
 from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
 from schemas.task import TaskState
+from services.kernel import subjects
 from services.orchestrator.decide import Settings
 from services.orchestrator.tasks import ORPHANED_MESSAGE
 from tests.world import SECOND, World, summary
@@ -106,8 +107,11 @@ def test_scale_down_deletes_never_assigned_tasks_at_once_and_removed_tasks_once_
     first, second = w.tasks(sid)
     w.run(first.id, "n1")
     w.scale(sid, 0)
-    assert sorted(summary(w.orchestrate(), w.state)) == [("desired", first.id, "remove"), ("removed", second.id)]
-    w.apply(w.orchestrate())
+    decision = w.orchestrate()
+    assert sorted(summary(decision, w.state)) == [("desired", first.id, "remove"), ("removed", second.id)]
+    scopes = {i.event.task_id: i.expect_subject for i in decision.intents if hasattr(i.event, "task_id")}
+    assert scopes == {first.id: subjects.task_all("n1", first.id), second.id: subjects.task_all("", second.id)}
+    w.apply(decision)
     w.report(first.id, TaskState.SHUTDOWN)
     assert summary(w.orchestrate(), w.state) == [("removed", first.id)]
 

@@ -1,23 +1,41 @@
-"""The task subject layout: one literal prefix per task (its compare-and-set scope), one filter per node."""
+"""The task subject layout: a literal prefix per task while it waits for a node (its compare-and-set
+scope), then a literal prefix per node (what the node's agent follows)."""
 
 from __future__ import annotations
 
+import pytest
+
 from services.kernel import subjects
 
+LEAVES = ("desired", "placement", "status")
 
-def test_a_tasks_scope_is_a_literal_prefix_covering_its_move_to_a_node() -> None:
-    scope = subjects.task_all("t1")
+
+@pytest.mark.parametrize("node", ["", "n1"])
+def test_a_tasks_scope_is_a_literal_prefix_holding_its_subjects_at_its_place(node: str) -> None:
+    scope = subjects.task_all(node, "t1")
     assert "*" not in scope  # the server looks it up instead of matching every task's subjects
-    assert all(subjects.matches(scope, subjects.task(node, "t1", leaf))
-               for node in ("", "n1") for leaf in ("desired", "placement", "status"))
-    assert not subjects.matches(scope, subjects.task("n1", "t10", "status"))
+    assert all(subjects.matches(scope, subjects.task(node, "t1", leaf)) for leaf in LEAVES)
+    assert not subjects.matches(scope, subjects.task(node, "t10", "status"))
 
 
-def test_a_node_follows_only_its_own_tasks() -> None:
-    assert subjects.matches(subjects.node_tasks("n1"), subjects.task("n1", "t1", "status"))
-    assert not subjects.matches(subjects.node_tasks("n1"), subjects.task("", "t1", "desired"))
-    assert not subjects.matches(subjects.node_tasks("n1"), subjects.task("n2", "t1", "placement"))
-    assert not subjects.matches(subjects.node_tasks("n1"), subjects.node("n1", "spec"))
+def test_the_unassigned_scope_does_not_hold_the_assignment() -> None:
+    """Why the fold must refuse a stale write under the unassigned prefix (test_fold.py)."""
+    assert not subjects.matches(subjects.task_all("", "t1"), subjects.task("n1", "t1", "placement"))
+    assert subjects.is_unassigned_task(subjects.task("", "t1", "desired"))
+    assert not subjects.is_unassigned_task(subjects.task("n1", "t1", "desired"))
+    assert not subjects.is_unassigned_task("shoal.evt.taskx.t1.desired")  # a token, not a prefix of one
+    assert not subjects.is_unassigned_task(subjects.node("t1", "spec"))
+
+
+def test_a_node_follows_only_its_own_tasks_under_a_literal_prefix() -> None:
+    follows = subjects.node_tasks("n1")
+    assert "*" not in follows
+    assert all(subjects.matches(follows, subjects.task("n1", "t1", leaf)) for leaf in LEAVES)
+    assert not subjects.matches(follows, subjects.task("", "t1", "desired"))
+    assert not subjects.matches(follows, subjects.task("n2", "t1", "placement"))
+    assert not subjects.matches(follows, subjects.task("n10", "t1", "placement"))
+    assert not subjects.matches(follows, subjects.node("n1", "spec"))
+    assert not subjects.matches(subjects.node_all("n1"), subjects.task("n1", "t1", "status"))
 
 
 def test_the_node_of_a_task_subject() -> None:

@@ -20,7 +20,7 @@ api's `shoal_tasks` gauge), then reads the log once and reports from the events'
 `--latencies FILE` writes every task's created and assigned times (seconds from the first create)
 and its latency, to see whether the tail is a few stalls or the whole run.
 
-`--unplaced-limit N` sets the orchestrator's pacing (default 500, `docs/orchestration/pacing.md`);
+`--unplaced-limit N` sets the orchestrator's pacing (default 200, `docs/orchestration/pacing.md`);
 0 creates every task at once, as before pacing.
 
     .venv/bin/python -m benchmarks.schedule --nodes 1000 --tasks 100000

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from schemas.task import TaskState
 from services.kernel.state import ClusterState
 
-DEFAULT_UNPLACED_LIMIT = 500
-"""A fraction of a second of placements on two cores: p99 ~47 s -> ~0.7 s at 100,000 tasks, for
-~17 % of the rate at 10,000 (lower limits cost more; docs/orchestration/pacing.md)."""
+DEFAULT_UNPLACED_LIMIT = 200
+"""A fraction of a second of placements on two cores: p99 ~47 s -> 177-207 ms at 100,000 tasks, at
+the rate of 500 within the machine's noise (docs/orchestration/pacing.md)."""
 
 _WANTED = (TaskState.READY._value_, TaskState.RUNNING._value_, TaskState.COMPLETE._value_)
 """Desired states the scheduler places a task for: a replacement waiting out its restart delay

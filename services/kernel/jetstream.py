@@ -140,11 +140,11 @@ async def _refuse_an_old_layout(js: JetStreamContext, name: str, existing: api.S
         raise OldSubjectLayout(
             f"stream {name} holds task entries in an earlier subject layout ({LAYOUT_KEY}="
             f"{metadata.get(LAYOUT_KEY, 'task.<node>.<task>')!r}); this Shoal writes {LAYOUT!r} "
-            f"(shoal.evt.assigned.<node>.<task>.<leaf> once a task is assigned) and cannot change those "
-            f"tasks. Stop every Shoal "
-            f"process, remove this stream and its snapshots (`nats stream rm {name}`, "
-            f"`nats object rm {snapshot.bucket(name)}`) and create the services again, or start the "
-            f"new cluster on another NATS server (`shoal up --state-dir` on a new directory starts one).")
+            f"(shoal.evt.assigned.<node>.<task>.<leaf> once a task is assigned) and cannot change "
+            f"those tasks. Stop every Shoal process, remove this stream and its snapshots "
+            f"(`nats stream rm {name}`, `nats object rm {snapshot.bucket(name)}`) and create the services "
+            f"again, or start the new cluster on another NATS server (`shoal up --state-dir` on a new "
+            f"directory starts one).")
     return metadata
 
 

@@ -48,9 +48,9 @@ SERVICE_SPECS = f"{PREFIX}.service.*.spec"
 
 def task(node_id: str, task_id: str, leaf: str) -> str:
     """Under the task while it waits for a node, under its node once assigned, so that an agent
-    follows one literal prefix. A wildcard before the node (`task.*.<node>.>`) has nats-server match
-    the agent's filter against every task's subjects at each new message block, which stalled the
-    whole stream (docs/architecture.md, "Subjects")."""
+    follows one literal prefix. With a wildcard before the node (`task.*.<node>.>`, the layout
+    before), the whole stream stalled after each new message block (docs/architecture.md,
+    "Subjects")."""
     if node_id:
         return f"{PREFIX}.{_ASSIGNED}.{node_id}.{task_id}.{leaf}"
     return f"{PREFIX}.task.{task_id}.{leaf}"

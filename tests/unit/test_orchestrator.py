@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.events import TaskCreated
+from schemas.events import TaskAssigned, TaskCreated
 from schemas.service import ContainerSpec, RestartPolicy, TaskSpec
 from schemas.task import TaskState
 from services.kernel import subjects
+from services.kernel.fold import apply
 from services.orchestrator.decide import Settings
 from services.orchestrator.tasks import ORPHANED_MESSAGE
+from tests.events import envelope
 from tests.world import SECOND, World, summary
 
 NODES = ("n1", "n2", "n3")
@@ -114,6 +116,26 @@ def test_scale_down_deletes_never_assigned_tasks_at_once_and_removed_tasks_once_
     w.apply(decision)
     w.report(first.id, TaskState.SHUTDOWN)
     assert summary(w.orchestrate(), w.state) == [("removed", first.id)]
+
+
+def test_a_removal_that_raced_the_assignment_is_decided_again_where_the_task_now_is() -> None:
+    """The server stores both writes (the waiting task's scope does not hold its assignment); the
+    fold ignores the removal, and the next pass retires the task on its node."""
+    w = World()
+    w.node("n1")
+    sid = w.service("web", replicas=1)
+    w.apply(w.orchestrate())
+    (task,) = w.tasks(sid)
+    w.scale(sid, 0)
+    stale = w.orchestrate()  # decided while the task still waits
+    assert summary(stale, w.state) == [("removed", task.id)]
+    w.fold(TaskAssigned(task=task, node_id="n1"))  # the scheduler's write is stored first
+    for intent in stale.intents:
+        apply(w.state, w.state.seq + 1, envelope(intent.event), subjects.task("", task.id, "desired"))
+    assert (w.task(task.id).node_id, w.task(task.id).desired_state) == ("n1", TaskState.RUNNING)
+    again = w.orchestrate()
+    assert summary(again, w.state) == [("desired", task.id, "remove")]
+    assert again.intents[0].expect_subject == subjects.task_all("n1", task.id)
 
 
 def test_scale_down_leaves_no_history_of_the_removed_slot() -> None:

@@ -105,7 +105,7 @@ class TaskAssigned(Event, frozen=True):
     """The scheduler bound a task to a node.
 
     It carries the whole task so the agent, which follows only its node's subjects and never saw
-    the `TaskCreated` written under `_`, has everything it needs to run it.
+    the `TaskCreated` written while the task waited, has everything it needs to run it.
     """
 
     task: Task

@@ -1,7 +1,8 @@
 """Where each event is written: its subject, from the event and the writer's view of the cluster.
 
-Task events go under the node the task is bound to (`_` until it is), on the leaf of the component
-that writes them; that is what lets an agent follow only its own node's tasks.
+Task events go under the task while it waits (`shoal.evt.task.<task>`), then under the node it is
+bound to (`shoal.evt.assigned.<node>.<task>`), on the leaf of the component that writes them; that
+is what lets an agent follow only its own node's tasks.
 """
 
 from __future__ import annotations
